@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from reglab.data import TensorLoader, flip_labels, load_digits
+from reglab.data import TensorLoader, flip_labels, load_digits, make_high_dim_regression, make_polynomial
 
 
 def test_flip_labels_flips_exact_count_to_other_classes():
@@ -56,3 +56,23 @@ def test_tensor_loader_bad_arguments():
         TensorLoader(torch.zeros(3), batch_size=0)
     with pytest.raises(ValueError, match="first dimension"):
         TensorLoader(torch.zeros(3), torch.zeros(4), batch_size=1)
+
+
+def test_high_dim_regression_matches_generating_model():
+    d = make_high_dim_regression(n_train=20, n_test=2000, dim=200, noise_std=0.01, seed=0)
+    assert d.train.x.shape == (20, 200) and d.train.y.shape == (20, 1)
+    resid = d.test.y - (d.test.x @ d.true_w + d.true_b)
+    assert float(resid.std()) == pytest.approx(0.01, rel=0.1)
+    with pytest.raises(ValueError, match="dim"):
+        make_high_dim_regression(dim=0)
+
+
+def test_polynomial_features_and_targets():
+    d = make_polynomial(max_degree=20, n_train=100, n_test=100, noise_std=0.0, seed=1)
+    x = d.train.x[:, 1]
+    assert torch.allclose(d.train.x[:, 0], torch.ones(100))
+    assert torch.allclose(d.train.x[:, 3], x**3 / 6, rtol=1e-5, atol=1e-6)
+    expected = 5 + 1.2 * x - 3.4 * x**2 / 2 + 5.6 * x**3 / 6
+    assert torch.allclose(d.train.y[:, 0], expected, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="max_degree"):
+        make_polynomial(max_degree=2)

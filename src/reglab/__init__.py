@@ -15,7 +15,16 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 # --- foundation: data and reference loop -------------------------------------------------
-from reglab.data import DigitsData, Split, TensorLoader, flip_labels, load_digits
+from reglab.data import (
+    DigitsData,
+    RegressionData,
+    Split,
+    TensorLoader,
+    flip_labels,
+    load_digits,
+    make_high_dim_regression,
+    make_polynomial,
+)
 from reglab.loop import Callback, History, LoopState, LRScheduler, evaluate, fit
 
 __all__ = [
@@ -31,6 +40,9 @@ __all__ = [
     "fit",
     "flip_labels",
     "load_digits",
+    "make_high_dim_regression",
+    "make_polynomial",
+    "RegressionData",
 ]
 
 # Each area below adds its imports and extends __all__ in its own block.

@@ -16,8 +16,11 @@ __all__ = [
     "Split",
     "DigitsData",
     "TensorLoader",
+    "RegressionData",
     "flip_labels",
     "load_digits",
+    "make_high_dim_regression",
+    "make_polynomial",
 ]
 
 
@@ -206,3 +209,89 @@ class TensorLoader:
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
+
+
+@dataclass(frozen=True)
+class RegressionData:
+    """A synthetic regression problem with its generating coefficients."""
+
+    train: Split
+    test: Split
+    true_w: torch.Tensor
+    true_b: float
+    noise_std: float
+
+
+def make_high_dim_regression(
+    *, n_train: int = 20, n_test: int = 100, dim: int = 200, noise_std: float = 0.01, seed: int = 0
+) -> RegressionData:
+    """The high-dimensional linear regression used to show weight decay (Dive into Deep Learning 3.7).
+
+    ``y = 0.05 + Σ_i 0.01·x_i + ε`` with ``x ~ N(0, I_d)`` and ``ε ~ N(0, noise_std²)``; with
+    ``n_train < dim`` an unregularized model can fit the training set exactly and overfits.
+    Targets have shape ``(n, 1)``.
+
+    Raises:
+        ValueError: for non-positive sizes or a negative ``noise_std``.
+    """
+    for name, value in (("n_train", n_train), ("n_test", n_test), ("dim", dim)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1; received {name}={value!r}")
+    if not noise_std >= 0:
+        raise ValueError(f"noise_std must be >= 0; received noise_std={noise_std!r}")
+    g = torch.Generator().manual_seed(seed)
+    true_w = torch.full((dim, 1), 0.01)
+    true_b = 0.05
+    x = torch.randn(n_train + n_test, dim, generator=g)
+    y = x @ true_w + true_b + noise_std * torch.randn(n_train + n_test, 1, generator=g)
+    return RegressionData(
+        train=Split(x[:n_train], y[:n_train]),
+        test=Split(x[n_train:], y[n_train:]),
+        true_w=true_w,
+        true_b=true_b,
+        noise_std=noise_std,
+    )
+
+
+def make_polynomial(
+    *,
+    max_degree: int = 20,
+    coefficients: tuple[float, ...] = (5.0, 1.2, -3.4, 5.6),
+    n_train: int = 100,
+    n_test: int = 100,
+    noise_std: float = 0.1,
+    seed: int = 0,
+) -> RegressionData:
+    """Polynomial features ``x^i / i!`` (i = 0..max_degree) of ``x ~ N(0, 1)`` (D2L 3.6).
+
+    ``y = Σ_i c_i·x^i/i! + ε``; coefficients beyond ``len(coefficients)`` are zero. The features of
+    both splits have ``max_degree + 1`` columns: slice ``[:, :k]`` to fit a model of degree ``k-1``.
+    Targets have shape ``(n, 1)``; ``true_w`` holds all ``max_degree + 1`` coefficients.
+
+    Raises:
+        ValueError: for sizes < 1, ``max_degree + 1 < len(coefficients)`` or negative ``noise_std``.
+    """
+    if not isinstance(max_degree, int) or max_degree + 1 < len(coefficients):
+        raise ValueError(
+            f"max_degree must be an int >= len(coefficients) - 1; received max_degree={max_degree!r}"
+        )
+    for name, value in (("n_train", n_train), ("n_test", n_test)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1; received {name}={value!r}")
+    if not noise_std >= 0:
+        raise ValueError(f"noise_std must be >= 0; received noise_std={noise_std!r}")
+    g = torch.Generator().manual_seed(seed)
+    true_w = torch.zeros(max_degree + 1, 1, dtype=torch.float64)
+    true_w[: len(coefficients), 0] = torch.tensor(coefficients, dtype=torch.float64)
+    x = torch.randn(n_train + n_test, 1, generator=g, dtype=torch.float64)
+    powers = torch.arange(max_degree + 1, dtype=torch.float64)
+    features = x.pow(powers) / torch.exp(torch.lgamma(powers + 1))
+    y = features @ true_w + noise_std * torch.randn(n_train + n_test, 1, generator=g, dtype=torch.float64)
+    features, y = features.float(), y.float()
+    return RegressionData(
+        train=Split(features[:n_train], y[:n_train]),
+        test=Split(features[n_train:], y[n_train:]),
+        true_w=true_w.float(),
+        true_b=0.0,
+        noise_std=noise_std,
+    )
