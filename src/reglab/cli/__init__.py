@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-import click
+import typer
 
 from reglab.cli._app import app
 
@@ -21,17 +21,19 @@ __all__ = ["app", "main"]
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``reglab`` console script."""
     try:
-        app(args=argv, prog_name="reglab", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+        result = app(args=argv, prog_name="reglab", standalone_mode=False)
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         print("Aborted.", file=sys.stderr)
         return 1
-    except click.ClickException as exc:
-        message = " ".join(exc.format_message().split())
-        print(f"Error: {message}", file=sys.stderr)
-        return exc.exit_code
-    return 0
+    except typer.TyperException as exc:
+        message = exc.format_message()
+        if type(exc).__name__ != "NoArgsIsHelpError":  # help text keeps its lines
+            message = "Error: " + " ".join(message.split())
+        print(message, file=sys.stderr)
+        return getattr(exc, "exit_code", 2)
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

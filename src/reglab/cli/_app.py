@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from typing import NoReturn
+
 import typer
 
 app = typer.Typer(
@@ -13,9 +16,10 @@ app = typer.Typer(
 )
 
 
-def fail(message: str) -> None:
-    """Stop a command with a one-line error and exit status 2 (bad usage)."""
-    raise typer.BadParameter(message)
+def fail(message: str) -> NoReturn:
+    """Stop a command with a one-line ``Error: ...`` on stderr and exit status 2 (bad usage)."""
+    print("Error: " + " ".join(str(message).split()), file=sys.stderr)
+    raise typer.Exit(code=2)
 
 
 @app.callback()
