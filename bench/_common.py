@@ -28,3 +28,21 @@ def machine() -> str:
         f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
+
+
+def write_section(title: str, body: str, *, path: str | os.PathLike | None = None) -> None:
+    """Replace the body of section ``## title`` in BENCHMARKS.md with ``body`` (other sections kept)."""
+    from pathlib import Path
+
+    target = Path(path) if path is not None else Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+    text = target.read_text()
+    header = f"## {title}\n"
+    if header not in text:
+        text = text.rstrip("\n") + f"\n\n{header}\n_Not measured yet._\n"
+    start = text.index(header) + len(header)
+    nxt = text.find("\n## ", start)
+    end = len(text) if nxt == -1 else nxt + 1
+    text = text[:start] + "\n" + body.strip("\n") + "\n\n" + text[end:].lstrip("\n")
+    tmp = target.with_suffix(".md.tmp")
+    tmp.write_text(text.rstrip("\n") + "\n")
+    os.replace(tmp, target)

@@ -45,14 +45,76 @@ __all__ = [
     "RegressionData",
 ]
 
-# Each area below adds its imports and extends __all__ in its own block.
+# The components are imported on first use (PEP 562), so ``import reglab`` stays light and each
+# area lists its public names in its own block: ``name -> (module, attribute)``; an attribute of
+# ``None`` exposes the module itself.
+_LAZY: dict[str, tuple[str, str | None]] = {}
 
 # --- weight decay engine (groups, penalties, decoupled decay) ---------------------------
+_LAZY.update(
+    {
+        "DecayPlan": ("reglab.groups", "DecayPlan"),
+        "decay_plan": ("reglab.groups", "decay_plan"),
+        "param_groups": ("reglab.groups", "param_groups"),
+        "Penalty": ("reglab.penalties", "Penalty"),
+        "decoupled": ("reglab.decay", "decoupled"),
+    }
+)
 
 # --- stochastic regularizers and soft targets ---------------------------------------------
+_LAZY.update(
+    {
+        "set_dropout": ("reglab.stochastic", "set_dropout"),
+        "dropout_sites": ("reglab.stochastic", "dropout_sites"),
+        "check_eval_dropout": ("reglab.stochastic", "check_eval_dropout"),
+        "DropPath": ("reglab.stochastic", "DropPath"),
+        "drop_path": ("reglab.stochastic", "drop_path"),
+        "drop_path_rates": ("reglab.stochastic", "drop_path_rates"),
+        "add_stochastic_depth": ("reglab.stochastic", "add_stochastic_depth"),
+        "MaxNorm": ("reglab.stochastic", "MaxNorm"),
+        "smooth_labels": ("reglab.targets", "smooth_labels"),
+        "augment": ("reglab.augment", None),
+    }
+)
 
 # --- early stopping, EMA, checkpoints -----------------------------------------------------
+_LAZY.update(
+    {
+        "EarlyStopping": ("reglab.stopping", "EarlyStopping"),
+        "EMA": ("reglab.stopping", "EMA"),
+        "checkpoint": ("reglab.checkpoint", None),
+    }
+)
 
 # --- diagnosis, monitors, lint ------------------------------------------------------------
+_LAZY.update(
+    {
+        "diagnose": ("reglab.diagnose", "diagnose"),
+        "Diagnosis": ("reglab.diagnose", "Diagnosis"),
+        "monitors": ("reglab.monitors", None),
+        "lint": ("reglab.lint", "lint"),
+        "Finding": ("reglab.lint", "Finding"),
+    }
+)
 
 # --- sweeps -------------------------------------------------------------------------------
+_LAZY.update({})
+
+__all__ += sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    try:
+        module_name, attribute = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'reglab' has no attribute {name!r}") from None
+    import importlib
+
+    module = importlib.import_module(module_name)
+    value = module if attribute is None else getattr(module, attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -12,8 +12,18 @@ import typer
 
 from reglab.cli._app import app
 
-# Command modules register themselves on ``app`` when imported; one line per module.
-from reglab.cli import _demo  # noqa: F401,E402
+
+def _register_commands() -> None:
+    """Import every command module (``reglab/cli/_*.py``); each registers itself on ``app``."""
+    import importlib
+    import pkgutil
+
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("_") and info.name != "_app":
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+_register_commands()
 
 __all__ = ["app", "main"]
 

@@ -224,7 +224,7 @@ def run_one(
     model, optimizer, loss_fn, _ = build(s, seed, config)
     callbacks: list[Any] = []
     if s.l2:
-        callbacks.append(Penalty(model, l2=s.l2))
+        callbacks.append(Penalty(l2=s.l2).callback(model))
     if s.patience is not None:
         callbacks.append(EarlyStopping(monitor="val_loss", patience=s.patience, restore_best=True))
     big = 4096
