@@ -20,10 +20,16 @@ regularizer needs to do happens in a callback at a documented point of the step:
             on_step_end(state)                   # e.g. max-norm, EMA, lr schedule per step
         evaluate every set; append a History row
         on_epoch_end(state)                      # e.g. early stopping sets state.stop
+        on_checkpoint(state)                     # after every on_epoch_end: the epoch is final
     on_fit_end(state)                            # e.g. restore the best weights
 
 A callback is any object with some of these methods; missing ones are skipped. The loop never
 forces itself on anyone: each component also works from a hand-written loop.
+
+Resume: ``LoopState.state_dict()`` captures everything the loop needs to continue bit for bit
+(epoch, step, history, the RNG states of torch/numpy/python, the training loader's state and
+every callback's ``state_dict``); :class:`reglab.checkpoint.Checkpointer` saves it with the model
+and optimizer, and ``fit(..., resume=path_or_directory)`` loads it back.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ import contextlib
 import csv
 import json
 import math
+import os
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +64,7 @@ HOOKS = (
     "on_before_step",
     "on_step_end",
     "on_epoch_end",
+    "on_checkpoint",
     "on_fit_end",
 )
 
@@ -69,6 +78,7 @@ class Callback(Protocol):
     def on_before_step(self, state: LoopState) -> None: ...
     def on_step_end(self, state: LoopState) -> None: ...
     def on_epoch_end(self, state: LoopState) -> None: ...
+    def on_checkpoint(self, state: LoopState) -> None: ...
     def on_fit_end(self, state: LoopState) -> None: ...
 
 
@@ -171,7 +181,11 @@ def _json_default(obj: Any) -> Any:
 
 @dataclass
 class LoopState:
-    """What callbacks see and may change. ``stop=True`` ends training after the current step."""
+    """What callbacks see and may change. ``stop=True`` ends training after the current step.
+
+    ``callbacks`` and ``train_data`` are the ones passed to :func:`fit` (read-only for callbacks);
+    :meth:`state_dict` / :meth:`load_state_dict` capture and restore what a resume needs.
+    """
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -183,10 +197,92 @@ class LoopState:
     stop: bool = False
     stop_reason: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    callbacks: Sequence[Any] = ()
+    train_data: Any = None
 
     def request_stop(self, reason: str) -> None:
         self.stop = True
         self.stop_reason = self.stop_reason or reason
+
+    def state_dict(self) -> dict[str, Any]:
+        """Loop counters, history, RNG states, the loader's and the callbacks' states.
+
+        Model and optimizer are not included (a checkpoint stores them next to this).
+        """
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "stop": self.stop,
+            "stop_reason": self.stop_reason,
+            "history": self.history.state_dict(),
+            "rng": rng_state(),
+            "train_data": self.train_data.state_dict() if hasattr(self.train_data, "state_dict") else None,
+            "callbacks": {
+                _callback_key(i, cb): cb.state_dict() for i, cb in enumerate(self.callbacks) if hasattr(cb, "state_dict")
+            },
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any], *, rng: bool = True) -> None:
+        """Restore what :meth:`state_dict` captured, the RNG states included unless ``rng=False``.
+
+        Raises:
+            ValueError: if a callback with state has no entry in ``state`` (the callbacks differ
+                from those of the saved run) or the loader state is missing.
+        """
+        saved = state["callbacks"]
+        wanted = {_callback_key(i, cb): cb for i, cb in enumerate(self.callbacks) if hasattr(cb, "load_state_dict")}
+        missing = sorted(set(wanted) - set(saved))
+        if missing:
+            raise ValueError(
+                f"the checkpoint has no state for callbacks {missing}; it holds {sorted(saved)} "
+                "(pass the same callbacks, in the same order, as the run that saved it)"
+            )
+        self.epoch = int(state["epoch"])
+        self.step = int(state["step"])
+        self.stop = bool(state["stop"])
+        self.stop_reason = state["stop_reason"]
+        self.history.load_state_dict(state["history"])
+        for key, cb in wanted.items():
+            cb.load_state_dict(saved[key])
+        if hasattr(self.train_data, "load_state_dict"):
+            if state.get("train_data") is None:
+                raise ValueError("the checkpoint has no state for train_data, which has load_state_dict")
+            self.train_data.load_state_dict(state["train_data"])
+        if rng:
+            set_rng_state(state["rng"])
+
+
+def _callback_key(index: int, callback: Any) -> str:
+    return f"{index}:{type(callback).__qualname__}"
+
+
+def rng_state() -> dict[str, Any]:
+    """The global RNG states of torch (CPU and initialised CUDA devices), numpy and ``random``."""
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": _np_random().get_state(),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore states captured by :func:`rng_state`."""
+    torch.set_rng_state(state["torch"].to("cpu", torch.uint8))
+    np_state = state["numpy"]
+    _np_random().set_state(tuple(np_state) if isinstance(np_state, list) else np_state)
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.to("cpu", torch.uint8) for s in state["cuda"]])
+
+
+def _np_random() -> Any:
+    import numpy as np
+
+    return np.random
 
 
 class LRScheduler:
@@ -211,6 +307,23 @@ class LRScheduler:
 
     def load_state_dict(self, state: dict) -> None:
         self.scheduler.load_state_dict(state)
+
+
+def _load_resume(resume: str | os.PathLike, state: LoopState) -> dict[str, Any] | None:
+    from reglab import checkpoint  # components layer; imported lazily to keep the loop light
+
+    path = Path(resume)
+    if path.is_dir() or not path.exists() and path.suffix != ".safetensors":
+        found = checkpoint.latest(path)
+        if found is None:
+            return None
+        path = found
+    ckpt = checkpoint.load(path, state.model, state.optimizer)
+    if "loop" not in ckpt.extra:
+        raise ValueError(f"resume={str(resume)!r}: {path} holds no loop state (it was not written by a Checkpointer)")
+    state.load_state_dict(ckpt.extra["loop"], rng=False)
+    state.extra["resumed_from"] = str(path)
+    return ckpt.extra["loop"]
 
 
 def _is_classification(out: torch.Tensor, y: torch.Tensor) -> bool:
@@ -270,6 +383,7 @@ def fit(
     device: str | torch.device | None = None,
     history: History | None = None,
     progress: Callable[[LoopState], None] | None = None,
+    resume: str | os.PathLike | None = None,
 ) -> History:
     """Train ``model`` for ``epochs`` epochs and return the per-epoch :class:`History`.
 
@@ -296,25 +410,48 @@ def fit(
         device: move each batch to this device (the model must already be there).
         history: continue this history (its last epoch number is the starting point).
         progress: called with the state after each epoch (e.g. to advance a progress bar).
+        resume: a checkpoint file written by :class:`reglab.checkpoint.Checkpointer` (or
+            :func:`reglab.checkpoint.save` with ``extra={"loop": state.state_dict()}``), or a
+            directory, whose newest ``epoch-N.safetensors`` is used (an empty or missing directory
+            starts from scratch, so an interrupted command can be rerun unchanged). The model,
+            optimizer, history, step, RNG states, ``train_data`` state and callbacks' states are
+            restored; pass the same callbacks in the same order. With ``resume``, ``epochs`` is
+            the **total** for the run, counting the checkpoint's epochs (as Keras
+            ``BackupAndRestore``, Lightning ``max_epochs`` and HF ``num_train_epochs``); on CPU
+            with the same seeds the continued run is bit-identical to an uninterrupted one.
 
     Returns:
         The history. Training stops early when a callback sets ``state.stop`` or the training loss
         is not finite (``history.meta["stop_reason"]`` says why); ``on_fit_end`` runs in every case.
 
     Raises:
-        ValueError: for ``epochs < 0`` or ``clip_grad_norm <= 0``.
+        ValueError: for ``epochs < 0``, ``clip_grad_norm <= 0``, both ``history`` and ``resume``,
+            or a checkpoint that does not match the callbacks.
+        reglab.checkpoint.CheckpointError: for a checkpoint file that fails validation.
     """
     if not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs must be an int >= 0; received epochs={epochs!r}")
     if clip_grad_norm is not None and not clip_grad_norm > 0:
         raise ValueError(f"clip_grad_norm must be > 0; received clip_grad_norm={clip_grad_norm!r}")
+    if resume is not None and history is not None:
+        raise ValueError("pass either history or resume, not both (a checkpoint holds its own history)")
     eval_sets = dict(eval_sets or {})
     eval_loss_fn = eval_loss_fn or loss_fn
     history = history if history is not None else History()
     start_epoch = int(history.last["epoch"]) if len(history) else 0
-    state = LoopState(model=model, optimizer=optimizer, history=history, epoch=start_epoch)
+    state = LoopState(
+        model=model,
+        optimizer=optimizer,
+        history=history,
+        epoch=start_epoch,
+        callbacks=tuple(callbacks),
+        train_data=train_data,
+    )
     if len(history):
         state.step = int(history.last.get("step", 0))
+    loop_state = _load_resume(resume, state) if resume is not None else None
+    if loop_state is not None:
+        epochs = max(0, epochs - state.epoch)
     hooks = {name: [getattr(cb, name) for cb in callbacks if hasattr(cb, name)] for name in HOOKS}
 
     def call(name: str) -> None:
@@ -328,6 +465,8 @@ def fit(
     params = [p for p in model.parameters() if p.requires_grad]
 
     call("on_fit_start")
+    if loop_state is not None:
+        set_rng_state(loop_state["rng"])  # last, so that nothing before the first batch draws from it
     for _ in range(epochs):
         if state.stop:
             break
@@ -387,6 +526,7 @@ def fit(
         record["time"] = time.perf_counter() - t0
         history.append(record)
         call("on_epoch_end")
+        call("on_checkpoint")
         if progress is not None:
             progress(state)
     if state.stop_reason is not None:
