@@ -224,16 +224,18 @@ class EarlyStopping:
             return ""
         best = "no best yet" if self.best is None else f"best {self.monitor}={self.best:.6g} at epoch {self.best_epoch}"
         if self.reason is StopReason.NON_FINITE:
-            return f"early stopping: {self.monitor} is not finite at epoch {self.stopped_epoch} ({best})"
-        if self.reason is StopReason.BASELINE:
-            return (
-                f"early stopping: {self.monitor} did not beat baseline={self.baseline:g} in "
-                f"{self.patience} epochs (stopped at epoch {self.stopped_epoch})"
+            detail = f"{self.monitor} is not finite at epoch {self.stopped_epoch} ({best})"
+        elif self.reason is StopReason.BASELINE:
+            detail = (
+                f"{self.monitor} did not beat baseline={self.baseline:g} in {self.patience} epochs "
+                f"(stopped at epoch {self.stopped_epoch})"
             )
-        return (
-            f"early stopping: {self.monitor} did not improve for {self.patience} epochs "
-            f"(stopped at epoch {self.stopped_epoch}; {best})"
-        )
+        else:
+            detail = (
+                f"{self.monitor} did not improve for {self.patience} epochs "
+                f"(stopped at epoch {self.stopped_epoch}; {best})"
+            )
+        return f"early stopping ({self.reason.value}): {detail}"
 
     # ------------------------------------------------------------------ best weights
     @torch.no_grad()
