@@ -98,7 +98,16 @@ _LAZY.update(
 )
 
 # --- sweeps -------------------------------------------------------------------------------
-_LAZY.update({})
+_LAZY.update(
+    {
+        "sweep": ("reglab.sweep", None),
+        "load_sweep": ("reglab.sweep", "load_sweep"),
+        "SweepResult": ("reglab.sweep", "SweepResult"),
+        "ParamSpec": ("reglab.sweep", "ParamSpec"),
+        "BatchedPath": ("reglab.batched", "BatchedPath"),
+        "RateDropout": ("reglab.batched", "RateDropout"),
+    }
+)
 
 __all__ += sorted(_LAZY)
 
