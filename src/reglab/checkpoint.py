@@ -10,6 +10,7 @@ Writes are **atomic**: the file is written under a temporary name in the same di
 flushed with ``fsync``, then renamed over the target with ``os.replace`` (and the directory is
 fsynced), so a crash or ``kill -9`` at any moment leaves either the previous checkpoint or the
 new one, never a torn file. A SHA-256 digest of the tensors is stored and checked on load.
+A write killed midway leaves only a hidden ``.NAME.*.tmp`` directory, which may be deleted.
 
 Example:
     >>> import tempfile, torch
@@ -29,6 +30,7 @@ import json
 import math
 import os
 import re
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,21 +176,21 @@ def _atomic_write(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[s
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    # A private hidden directory in the same filesystem: safetensors may create its own temporary
+    # file next to the name it is given, and every partial file stays inside this directory.
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = tmp_dir / path.name
     try:
-        save_file(tensors, tmp, metadata=metadata)
-        fd = os.open(tmp, os.O_RDWR)
+        save_file(tensors, str(tmp), metadata=metadata)
+        fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
+        _fsync_dir(path.parent)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
 def _state_dict_of(obj: Any) -> Any:
