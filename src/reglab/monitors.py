@@ -51,6 +51,7 @@ Monitors:
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Iterable, Mapping, Sequence
 
 import torch
@@ -81,10 +82,12 @@ NORM_TYPES: tuple[type[nn.Module], ...] = (
 LINEAR_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.modules.conv._ConvNd)
 
 
+_NORM_NAME = re.compile(r"(norm(\d+d)?|normalization)$", re.IGNORECASE)
+
+
 def _is_norm(module: nn.Module) -> bool:
-    """Normalization layers: torch's classes and any class whose name ends in ``Norm``/``LayerNorm``."""
-    name = type(module).__name__
-    return isinstance(module, NORM_TYPES) or name.endswith(("Norm", "Norm1d", "Norm2d", "Norm3d", "NormND"))
+    """Normalization layers: torch's classes and any class named like one (``LlamaRMSNorm``)."""
+    return isinstance(module, NORM_TYPES) or bool(_NORM_NAME.search(type(module).__name__))
 
 
 def bf16_ulp(w: torch.Tensor) -> torch.Tensor:
