@@ -123,7 +123,8 @@ def ridge_path(data: RegressionData, lambdas: list[float]) -> list[dict[str, flo
     """Closed-form minimiser of ``mean((x·w + b − y)²)/2 + λ/2·‖w‖²`` for each ``λ`` (bias free).
 
     With the centred design ``X_c = U S Vᵀ``: ``w = V diag(s / (s² + nλ)) Uᵀ y_c``,
-    ``b = ȳ − x̄·w``; ``λ = 0`` gives the minimum-norm interpolant.
+    ``b = ȳ − x̄·w`` (singular values at rounding level count as zero); ``λ = 0`` gives the
+    minimum-norm interpolant.
 
     Returns:
         one ``{"lambda", "norm", "train_loss", "test_loss"}`` per ``λ`` (losses as ``(ŷ−y)²/2``).
@@ -133,9 +134,12 @@ def ridge_path(data: RegressionData, lambdas: list[float]) -> list[dict[str, flo
     x_mean, y_mean = x.mean(0, keepdim=True), y.mean(0, keepdim=True)
     u, s, vh = torch.linalg.svd(x - x_mean, full_matrices=False)
     uty = u.T @ (y - y_mean)
+    # centring removes one direction: singular values at rounding level are zero (as in pinv)
+    keep = s > s.max() * max(x.shape) * torch.finfo(s.dtype).eps
     rows = []
     for lambd in lambdas:
-        w = vh.T @ ((s / (s**2 + n * lambd)).unsqueeze(1) * uty)
+        shrink = torch.where(keep, s / (s**2 + n * lambd).clamp_min(torch.finfo(s.dtype).tiny), torch.zeros_like(s))
+        w = vh.T @ (shrink.unsqueeze(1) * uty)
         b = y_mean - x_mean @ w
         train = float(((x @ w + b - y) ** 2 / 2).mean())
         test = float(((data.test.x.double() @ w + b - data.test.y.double()) ** 2 / 2).mean())

@@ -1,0 +1,41 @@
+"""Polynomial capacity (D2L): degree 3 recovers the cubic, a line underfits, degree 20 overfits."""
+
+import itertools
+
+import pytest
+
+from reglab.recipes.repro_polynomial import TRUE, monomial_count, run
+
+
+@pytest.fixture(scope="module")
+def result():
+    return run(fast=True)
+
+
+def test_book_claims_hold(result):
+    assert result.passed, result.failed_checks()
+    assert max(max(e) for e in result.metrics["coefficient_error_degree3"]) < 0.2
+    assert min(result.metrics["train_mse"]["1"]) > 1
+    assert set(result.metrics["diagnosis"]["1"]) == {"underfitting"}
+    te, tr = result.metrics["test_mse"]["20"], result.metrics["train_mse"]["20"]
+    assert sum(te) > sum(tr)
+
+
+def test_degree_3_reaches_the_noise_floor(result):
+    # noise σ = 0.1: a correct model's MSE is close to σ² = 0.01, far below the line's
+    for mse in result.metrics["test_mse"]["3"]:
+        assert 0.005 < mse < 0.02
+    assert len(result.metrics["weights"]["3"][0]) == len(TRUE)
+
+
+@pytest.mark.parametrize("k, d", [(1, 5), (2, 3), (3, 4), (4, 2), (5, 3)])
+def test_monomial_count_matches_enumeration(k, d):
+    brute = sum(1 for _ in itertools.combinations_with_replacement(range(k), d))
+    assert monomial_count(k, d) == brute
+
+
+def test_monomial_count_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="k=0"):
+        monomial_count(0, 2)
+    with pytest.raises(ValueError, match="d=-1"):
+        monomial_count(3, -1)
