@@ -126,3 +126,66 @@ def test_history_round_trip(tmp_path, suffix):
         back["val_acc"]
     with pytest.raises(ValueError, match="path"):
         h.save(tmp_path / "h.txt")
+
+
+def test_on_checkpoint_runs_after_every_on_epoch_end():
+    calls = []
+
+    class Late:
+        def on_checkpoint(self, state):
+            calls.append(("checkpoint", state.epoch, state.stop))
+
+    class Stopper:
+        def on_epoch_end(self, state):
+            calls.append(("epoch_end", state.epoch))
+            if state.epoch == 2:
+                state.request_stop("done")
+
+    x, y = _problem()
+    model = nn.Linear(5, 2)
+    fit(model, TensorLoader(x, y, batch_size=64), optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        loss_fn=nn.functional.cross_entropy, epochs=5, callbacks=[Late(), Stopper()])
+    assert calls == [("epoch_end", 1), ("checkpoint", 1, False), ("epoch_end", 2), ("checkpoint", 2, True)]
+
+
+def test_loop_state_round_trip_includes_rng_loader_and_callbacks():
+    import random
+
+    import numpy as np
+
+    from reglab.loop import LoopState
+
+    class Counter:
+        def __init__(self):
+            self.n = 0
+
+        def state_dict(self):
+            return {"n": self.n}
+
+        def load_state_dict(self, state):
+            self.n = state["n"]
+
+    x, y = _problem()
+    model = nn.Linear(5, 2)
+    loader = TensorLoader(x, y, batch_size=8, shuffle=True, seed=3)
+    next(iter(loader))
+    counter = Counter()
+    counter.n = 7
+    hist = History([{"epoch": 1, "step": 8}])
+    state = LoopState(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), history=hist,
+                      epoch=1, step=8, callbacks=[counter], train_data=loader)
+    saved = state.state_dict()
+    expected = (torch.rand(3), np.random.rand(3), random.random(), next(iter(loader))[1])
+
+    loader2 = TensorLoader(x, y, batch_size=8, shuffle=True, seed=99)
+    counter2 = Counter()
+    state2 = LoopState(model=model, optimizer=state.optimizer, history=History(), callbacks=[counter2],
+                       train_data=loader2)
+    state2.load_state_dict(saved)
+    assert (state2.epoch, state2.step, counter2.n, state2.history.records) == (1, 8, 7, hist.records)
+    got = (torch.rand(3), np.random.rand(3), random.random(), next(iter(loader2))[1])
+    assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1]) and got[2] == expected[2]
+    assert torch.equal(got[3], expected[3])
+    with pytest.raises(ValueError, match="no state for callbacks"):
+        LoopState(model=model, optimizer=state.optimizer, history=History(), callbacks=[Counter(), Counter()]
+                  ).load_state_dict(saved)
