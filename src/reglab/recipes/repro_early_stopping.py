@@ -115,9 +115,9 @@ def run(*, fast: bool = False, seeds: int | None = None, progress=None) -> Repro
             f"max difference {consistent:.1e}",
         ),
         Check(
-            "without stopping the network fits flipped labels: final train accuracy on the given labels > 80 % "
-            "(predicting every true class would score 70 %)",
-            min(r["train_acc"][-1] for r in full) > 0.80,
+            "without stopping the network fits flipped labels: final train accuracy on the given labels > 75 % "
+            "(at most 70 % is possible without fitting flipped labels)",
+            min(r["train_acc"][-1] for r in full) > 0.75,
             f"final train accuracy {pm([r['train_acc'][-1] for r in full], scale=100)} %",
         ),
     ]
