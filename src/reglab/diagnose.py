@@ -10,8 +10,8 @@ The rules
 ---------
 Curves are first smoothed with a centred running median over ``SMOOTH_WINDOW = 5`` epochs, so a
 one- or two-epoch spike (a bad batch, a learning-rate warm restart) cannot decide the verdict;
-``noise`` is the robust spread of the raw validation loss around that median
-(``1.4826 · median |raw − smoothed|``, the MAD estimate of a standard deviation). ``best_epoch``
+``noise`` is the robust epoch-to-epoch spread of the raw validation loss (from second
+differences, which cancel a locally linear trend: ``1.4826 · median|d| / √1.5``). ``best_epoch``
 is the epoch of the lowest *smoothed* validation loss. The rules are tried in this order:
 
 1. **insufficient_data** — fewer than ``MIN_EPOCHS = 5`` epochs with finite losses: no curve
@@ -168,6 +168,19 @@ def _running_median(values: list[float], window: int) -> list[float]:
     return [statistics.median(values[max(0, i - half) : min(n, i + half + 1)]) for i in range(n)]
 
 
+def _noise(values: list[float]) -> float:
+    """Robust standard deviation of epoch-to-epoch noise, from second differences.
+
+    ``d_i = v_i − (v_{i−1} + v_{i+1})/2`` removes any locally linear trend; for white noise of
+    standard deviation σ it has variance ``1.5·σ²``, and ``1.4826·median|d|`` estimates its
+    standard deviation robustly (spikes do not inflate it).
+    """
+    if len(values) < 3:
+        return 0.0
+    d = [abs(values[i] - (values[i - 1] + values[i + 1]) / 2) for i in range(1, len(values) - 1)]
+    return 1.4826 * statistics.median(d) / math.sqrt(1.5)
+
+
 def _slope(values: list[float]) -> float:
     n = len(values)
     if n < 2:
@@ -271,7 +284,7 @@ def diagnose(
     window = min(SMOOTH_WINDOW, n if n % 2 else n - 1)
     ts = _running_median(train, window)
     vs = _running_median(val, window)
-    noise = 1.4826 * statistics.median(abs(v - s) for v, s in zip(val, vs))
+    noise = _noise(val)
     best = min(range(n), key=vs.__getitem__)
     gaps = [v - t for v, t in zip(vs, ts)]
     tail = max(3, n // 3)
@@ -292,8 +305,7 @@ def diagnose(
     spikes = []
     for series, name in ((train, "train"), (val, "val")):
         smooth = ts if name == "train" else vs
-        spread = 1.4826 * statistics.median(abs(v - s) for v, s in zip(series, smooth))
-        floor = max(SPIKE_NOISE * spread, SPIKE_RANGE * (max(smooth) - min(smooth)))
+        floor = max(SPIKE_NOISE * _noise(series), SPIKE_RANGE * (max(smooth) - min(smooth)))
         for i in range(1, n - 1):
             v, s = series[i], smooth[i]
             local_max = v > series[i - 1] and v > series[i + 1]
