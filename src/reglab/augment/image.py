@@ -324,6 +324,9 @@ def default_policy(
         >>> policy(x, generator=torch.Generator().manual_seed(0)).shape
         torch.Size([16, 64])
     """
+    if isinstance(erase_p, bool) or not isinstance(erase_p, (int, float)) or not 0.0 <= erase_p <= 1.0:
+        raise ValueError(f"erase_p must be a number in [0, 1]; received erase_p={erase_p!r}")
+    _range("erase_scale", erase_scale, symmetric=False, low=0.0, high=1.0)
     return Compose(
         [
             RandomShift(max_shift, fill=fill),
