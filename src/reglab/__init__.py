@@ -72,7 +72,13 @@ _LAZY.update(
         "drop_path_rates": ("reglab.stochastic", "drop_path_rates"),
         "add_stochastic_depth": ("reglab.stochastic", "add_stochastic_depth"),
         "MaxNorm": ("reglab.stochastic", "MaxNorm"),
+        "ScheduledDropout": ("reglab.stochastic", "ScheduledDropout"),
         "smooth_labels": ("reglab.targets", "smooth_labels"),
+        "soft_target_cross_entropy": ("reglab.targets", "soft_target_cross_entropy"),
+        "SoftTargetCrossEntropy": ("reglab.targets", "SoftTargetCrossEntropy"),
+        "SoftTargets": ("reglab.targets", "SoftTargets"),
+        "Mixup": ("reglab.targets", "Mixup"),
+        "CutMix": ("reglab.targets", "CutMix"),
         "augment": ("reglab.augment", None),
     }
 )
