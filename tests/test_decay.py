@@ -216,6 +216,10 @@ def test_bad_group_value_and_bad_base():
         decoupled(torch.optim.SGD)([{"params": list(model.parameters()), "weight_decay": -0.5}], lr=0.1)
     with pytest.raises(ValueError, match="base=<class 'torch.nn.modules.linear.Linear'>"):
         decoupled(nn.Linear)
+    with pytest.raises(ValueError, match=r"received lr=0.0 \(param group 0\)"):
+        decoupled(torch.optim.SGD)([zero_grad_param()], lr=0.0, lr_independent=True)
+    with pytest.raises(ValueError, match=r"base=\[1\]"):
+        decoupled([1])
     with pytest.raises(ValueError, match="float16"):
         decoupled(torch.optim.SGD)([zero_grad_param(dtype=torch.float16)], lr=0.1, stochastic_rounding=True)
 

@@ -85,7 +85,6 @@ def _value(strength: Strength, step: int) -> float:
     return value
 
 
-@functools.cache
 def decoupled(base: type[Optimizer]) -> type[Optimizer]:
     """Return ``base`` with decoupled weight decay (and optional proximal L1 and bf16-safe updates).
 
@@ -135,6 +134,11 @@ def decoupled(base: type[Optimizer]) -> type[Optimizer]:
     """
     if not (isinstance(base, type) and issubclass(base, Optimizer)):
         raise ValueError(f"base must be a torch.optim.Optimizer subclass; received base={base!r}")
+    return _make_decoupled(base)
+
+
+@functools.cache
+def _make_decoupled(base: type[Optimizer]) -> type[Optimizer]:
     base_takes_wd = "weight_decay" in inspect.signature(base.__init__).parameters
 
     class Decoupled(base):  # type: ignore[misc, valid-type]
@@ -157,7 +161,7 @@ def decoupled(base: type[Optimizer]) -> type[Optimizer]:
                     "choose one bf16-safe update: received master_weights=True and stochastic_rounding=True"
                 )
             self._reglab_defaults = {"weight_decay": weight_decay, "l1": l1}
-            self.lr_independent = bool(lr_independent)
+            self.lr_independent = bool(lr_independent)  # read by add_param_group during super().__init__
             self.master_weights = bool(master_weights)
             self.stochastic_rounding = bool(stochastic_rounding)
             self._masters: dict[int, torch.Tensor] = {}
@@ -189,6 +193,11 @@ def decoupled(base: type[Optimizer]) -> type[Optimizer]:
                     raise ValueError(f"{err} (param group {index})") from None
             super().add_param_group(param_group)
             lr = param_group.get("lr")
+            if self.lr_independent and not (isinstance(lr, (int, float, torch.Tensor)) and float(lr) > 0):
+                raise ValueError(
+                    f"lr_independent=True divides by the initial lr, which must be > 0; received lr={lr!r} "
+                    f"(param group {index})"
+                )
             param_group.setdefault("decay_base_lr", float(lr) if lr is not None else None)
             param_group.setdefault("decay_step", 0)
 
@@ -196,7 +205,7 @@ def decoupled(base: type[Optimizer]) -> type[Optimizer]:
             lr = group["lr"]
             lr = float(lr.item() if isinstance(lr, torch.Tensor) else lr)
             if self.lr_independent:
-                base_lr = group.get("decay_base_lr") or lr
+                base_lr = group.get("decay_base_lr")
                 return lr / base_lr
             return lr
 
