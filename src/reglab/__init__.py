@@ -88,7 +88,10 @@ _LAZY.update(
     {
         "EarlyStopping": ("reglab.stopping", "EarlyStopping"),
         "EMA": ("reglab.stopping", "EMA"),
+        "StopReason": ("reglab.stopping", "StopReason"),
         "checkpoint": ("reglab.checkpoint", None),
+        "Checkpointer": ("reglab.checkpoint", "Checkpointer"),
+        "integrations": ("reglab.integrations", None),
     }
 )
 
