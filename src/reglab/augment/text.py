@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import random
 import re
-from itertools import chain
+from itertools import chain, compress
 from operator import itemgetter
 from typing import Any, Iterable, Mapping, Protocol, Sequence, runtime_checkable
 
@@ -132,50 +132,50 @@ def _uniform_np(n: int, generator: torch.Generator | None) -> np.ndarray:
     return torch.rand(n, generator=generator, dtype=torch.float64).numpy()
 
 
-def _delete_words(texts: Sequence[str], p: float, generator: torch.Generator | None) -> list[str]:
-    words, lengths = _split(texts)
-    total = len(words)
-    if total == 0:
-        return [" ".join(t.split()) for t in texts]
-    u = _uniform_np(total + len(texts), generator)
+def _delete_keep(lengths: np.ndarray, p: float, u: np.ndarray) -> np.ndarray:
+    """Per-word keep mask; ``u`` holds one uniform per word, then one per sentence."""
+    total = int(lengths.sum())
     keep = u[:total] >= p
     ends = np.cumsum(lengths)
     starts = ends - lengths
     running = np.concatenate(([0], np.cumsum(keep)))
-    kept = running[ends] - running[starts]
-    empty = (kept == 0) & (lengths > 0)
+    empty = (running[ends] - running[starts] == 0) & (lengths > 0)
     if empty.any():  # never delete every word: keep one at random (as EDA does)
-        pick = starts[empty] + (u[total:][empty] * lengths[empty]).astype(np.int64)
-        keep[pick] = True
-        kept[empty] = 1
-    idx = np.flatnonzero(keep)
-    kept_words = itemgetter(*idx.tolist())(words) if len(idx) > 1 else tuple(words[i] for i in idx)
-    return _join(kept_words, kept)
+        keep[starts[empty] + (u[total:][empty] * lengths[empty]).astype(np.int64)] = True
+    return keep
 
 
-def _swap_order(lengths: np.ndarray, p: float, u: np.ndarray, parity: np.ndarray) -> np.ndarray:
-    """Permutation of the flat word positions that swaps chosen neighbour pairs within each sentence."""
+def _swap_order(lengths: np.ndarray, p: float, u: np.ndarray) -> np.ndarray:
+    """Permutation of the flat word positions that swaps chosen neighbour pairs within each sentence.
+
+    ``u`` holds one uniform per word (pair choice), then one per sentence (pair parity).
+    """
     total = int(lengths.sum())
     starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
     pos = np.arange(total) - starts  # position inside the sentence
     lens = np.repeat(lengths, lengths)
-    par = np.repeat(parity, lengths)
-    left = ((pos - par) % 2 == 0) & (pos + 1 < lens) & (u < p)
+    par = np.repeat((u[total:] < 0.5).astype(np.int64), lengths)
+    left = ((pos - par) % 2 == 0) & (pos + 1 < lens) & (u[:total] < p)
     order = np.arange(total)
     i = np.flatnonzero(left)
     order[i], order[i + 1] = i + 1, i
     return order
 
 
-def _swap_words(texts: Sequence[str], p: float, generator: torch.Generator | None) -> list[str]:
-    words, lengths = _split(texts)
+def _word_op(texts: Sequence[str], p: float, generator: torch.Generator | None, op: str) -> list[str]:
+    """Delete or swap words of every sentence at once: one draw of randomness for the whole list."""
+    words, lengths = _split(_check_texts(texts))
     total = len(words)
     if total == 0:
-        return [" ".join(t.split()) for t in texts]
+        return ["" for _ in texts]
     u = _uniform_np(total + len(texts), generator)
-    order = _swap_order(lengths, p, u[:total], (u[total:] < 0.5).astype(np.int64))
-    swapped = itemgetter(*order.tolist())(words) if total > 1 else tuple(words)
-    return _join(swapped, lengths)
+    if op == "delete":
+        keep = _delete_keep(lengths, p, u)
+        running = np.concatenate(([0], np.cumsum(keep)))
+        ends = np.cumsum(lengths)
+        return _join(list(compress(words, keep.tolist())), running[ends] - running[ends - lengths])
+    order = _swap_order(lengths, p, u)
+    return _join(itemgetter(*order.tolist())(words) if total > 1 else words, lengths)
 
 
 def random_delete(
@@ -225,7 +225,7 @@ def random_delete(
         out = torch.full_like(flat, pad_id)
         out[rows[keep], pos[keep]] = flat[keep]
         return out.squeeze(0) if ids.ndim == 1 else out
-    return _delete_words(_check_texts(tokens), p, generator)
+    return _word_op(tokens, p, generator, "delete")
 
 
 def random_swap(
@@ -278,7 +278,7 @@ def random_swap(
         order[:, 1:] -= shift
         out = flat.gather(1, order)
         return out.squeeze(0) if ids.ndim == 1 else out
-    return _swap_words(_check_texts(tokens), p, generator)
+    return _word_op(tokens, p, generator, "swap")
 
 
 def _check_texts(texts: Any) -> Sequence[str]:
