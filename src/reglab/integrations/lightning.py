@@ -91,7 +91,8 @@ class BestWeightsEarlyStopping(Callback):
                 f"BestWeightsEarlyStopping monitors {monitor!r}, which was not logged; "
                 f"logged metrics are {sorted(logs)}"
             )
-        value = torch.as_tensor(logs[monitor], dtype=torch.float64).detach().reshape(())
+        # on the strategy's device: NCCL reduces only accelerator tensors
+        value = torch.as_tensor(logs[monitor]).detach().to(trainer.strategy.root_device, torch.float32).reshape(())
         value = trainer.strategy.reduce(value, reduce_op="mean")
         stop = self.stopper.step(float(value), pl_module)
         stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
