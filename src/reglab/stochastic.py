@@ -142,6 +142,8 @@ def _categories_for(path: str, owner: nn.Module | None, attr: str | None) -> fro
             return frozenset({"attention"} if has_attn else set()) | frozenset({"ffn"} if has_ffn else set())
     if any(w in text for w in _EMBED_WORDS):
         return frozenset({"embeddings"})
+    if owner is not None and any(isinstance(c, nn.Embedding) for c in owner.children()):
+        return frozenset({"embeddings"})  # e.g. GPT-2's ``transformer.drop`` next to ``wte`` / ``wpe``
     if any(w in text for w in _ATTENTION_WORDS):
         return frozenset({"attention"})
     if any(w in text for w in _FFN_WORDS) or ".output." in f".{text}." or text.endswith("output.dropout"):
@@ -418,7 +420,8 @@ def check_eval_dropout(model: nn.Module, inputs: Any) -> EvalDropoutReport:
     ``F.dropout(x, p)`` (``training`` defaults to True) or
     ``F.scaled_dot_product_attention(q, k, v, dropout_p=self.p)`` without a ``self.training``
     check stay random. Every module's inputs and outputs are recorded with forward hooks, so the
-    report names the innermost modules that produced different outputs from identical inputs.
+    report names the innermost modules that produced different outputs from identical inputs
+    (this keeps a copy of every activation of both runs: use a small batch).
     The global RNG is not reseeded between the runs (so random ops draw different numbers), the
     model's train/eval mode is restored afterwards and no gradient is recorded.
 
