@@ -155,6 +155,19 @@ def test_widening_gap_without_rising_validation_is_overfitting():
     assert d2.regime == "good_fit" and d2.gap_trend == "stable"
 
 
+def test_stalled_validation_with_falling_training_loss_is_overfitting():
+    n = 40
+    train = [0.8 + 1.5 * 0.9**k for k in range(n)]  # memorizing noisy labels: still falling, still high
+    val = [1.5 + 0.8 * 0.8**k for k in range(15)] + [1.5 + 0.8 * 0.8**15 + 0.002 * k for k in range(n - 15)]
+    d = diagnose(train, val, baseline_loss=LN10)
+    assert d.evidence["val_rise_rel"] < 0.1 and d.evidence["train_to_baseline"] > 0.25
+    assert (d.regime, d.rule) == ("overfitting", "val_stalled")
+    assert f"after epoch {d.best_epoch}" in d.advice[0]
+    # the same validation curve with a flat training loss is a capacity problem instead
+    flat = diagnose([1.2] * n, val, baseline_loss=LN10)
+    assert (flat.regime, flat.rule) == ("underfitting", "train_loss_high")
+
+
 def test_short_curve_is_insufficient_data():
     d = diagnose([1.0, 0.8, 0.7], [1.1, 0.9, 0.85])
     assert d.regime == "insufficient_data"

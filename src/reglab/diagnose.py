@@ -27,16 +27,21 @@ is the epoch of the lowest *smoothed* validation loss. The rules are tried in th
    twice the training loss), at least ``GAP_BASELINE = 10 %`` of the baseline loss, and it grew by
    at least ``TREND_REL = 5 %`` of the validation loss over the last third of the run: the model
    keeps fitting the training set faster than anything that carries over.
-4. **underfitting, training loss high** — the smoothed final training loss is still at least
+4. **overfitting, validation stalled** — the best epoch lies at least a quarter of the run (and
+   ``STALL_EPOCHS = 5`` epochs) back, the training loss fell by at least ``STALL_TRAIN_REL = 20 %``
+   since then, and the gap is widening: whatever the model learns now does not carry over.
+   This catches memorization of noisy labels whose validation loss rises only slowly, before the
+   training loss is low enough for rule 3 (and before rule 5 would blame capacity).
+5. **underfitting, training loss high** — the smoothed final training loss is still at least
    ``UNDERFIT_RATIO = 25 %`` of the baseline loss (the loss of a trivial predictor): the model
    removed less than three quarters of what predicting the mean / the class prior leaves. Label
    noise raises the attainable floor (20 % symmetric noise on 10 classes puts it at 0.94 nats,
    41 % of ln 10): pass a ``baseline_loss`` measured from the floor if you know it.
-5. **underfitting, still improving** — the smoothed validation *and* training losses both fell
+6. **underfitting, still improving** — the smoothed validation *and* training losses both fell
    by at least ``IMPROVING_REL = 5 %`` over the last fifth of the run (at least 3 epochs): there
    is room left on the training data, so train longer (the TensorFlow "Overfit and underfit"
    tutorial calls this case underfitting too).
-6. otherwise **good_fit**.
+7. otherwise **good_fit**.
 
 ``baseline_loss`` is the loss of a trivial predictor: ``ln K`` for cross-entropy on ``K``
 balanced classes, the variance of the targets for mean squared error (``var/2`` for a loss
@@ -79,6 +84,8 @@ GAP_BASELINE = 0.10
 TREND_REL = 0.05
 TREND_NOISE = 2.0
 UNDERFIT_RATIO = 0.25
+STALL_EPOCHS = 5
+STALL_TRAIN_REL = 0.20
 IMPROVING_REL = 0.05
 SPIKE_NOISE = 6.0
 SPIKE_REL = 0.25
@@ -353,6 +360,13 @@ def diagnose(
         advice.append(
             f"the validation loss is {vs[-1] / max(ts[-1], 1e-12):.1f}x the training loss and the gap is still "
             "widening: add weight decay, dropout or data augmentation, or use more data"
+        )
+    elif after >= max(STALL_EPOCHS, n // 4) and train_change <= -STALL_TRAIN_REL * abs(ts[best]) and trend == "widening":
+        regime, rule = "overfitting", "val_stalled"
+        advice.append(
+            f"validation loss has not improved for {after} epochs after epoch {best_epoch} while training loss "
+            f"fell {100 * -train_change / max(abs(ts[best]), 1e-12):.0f}% and the gap widened: stop at {best_epoch} "
+            "or add weight decay / dropout"
         )
     elif train_ratio >= UNDERFIT_RATIO:
         regime, rule = "underfitting", "train_loss_high"

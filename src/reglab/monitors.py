@@ -71,7 +71,8 @@ __all__ = [
     "scale_invariant_weights",
 ]
 
-DEFAULT_EVERY = 50
+DEFAULT_EVERY = 100
+_EXP = 0x7F800000  # exponent field of a float32
 
 NORM_TYPES: tuple[type[nn.Module], ...] = (
     nn.modules.batchnorm._NormBase,
@@ -93,16 +94,17 @@ def _is_norm(module: nn.Module) -> bool:
 def bf16_ulp(w: torch.Tensor) -> torch.Tensor:
     """Spacing of bfloat16 numbers at ``|w|``: ``2^(floor(log2|w|) − 7)`` (8 significant bits).
 
-    Zero maps to the smallest bf16 subnormal spacing. Computed in float32.
+    Read from the float32 exponent bits (bf16 shares float32's exponent), so it is exact and
+    cheap. Zero and values below ``2^-119`` map to ``2^-126`` (their spacing is finer; no
+    realistic update is lost there). Computed in float32.
 
     Example:
         >>> bf16_ulp(torch.tensor([1.0, 3.0, 0.01])).tolist()
         [0.0078125, 0.015625, 6.103515625e-05]
     """
-    w = w.detach().float().abs()
-    _, exponent = torch.frexp(w)  # w = m·2^e with m in [0.5, 1): floor(log2 w) = e − 1
-    ulp = torch.ldexp(torch.ones_like(w), exponent - 8)
-    return torch.where(w > 0, ulp, torch.full_like(w, 2.0**-133))
+    bits = w.detach().float().view(torch.int32).bitwise_and(_EXP)  # biased exponent field
+    bits = bits.sub_(7 << 23).clamp_(min=1 << 23)  # exponent − 7 (at least the smallest normal)
+    return bits.view(torch.float32)
 
 
 def scale_invariant_weights(model: nn.Module, inputs: Any = None) -> dict[str, str]:
@@ -377,10 +379,13 @@ class Bf16LostUpdates(_Snapshot):
                     total += int(moved.sum())
                     lost += int((moved & (p.detach() == before)).sum())
                 else:
-                    delta = (p.detach() - before).float()
-                    moved = delta != 0
+                    # |Δ| < ½·ulp(w) = 2^(E(w) − 8)  ⟺  E(Δ) < E(w) − 8, with E the float32 exponent
+                    # field: integer ops on the exponent bits only (Δ below 2^-126 counts as zero).
+                    e_delta = (p.detach().float() - before.float()).view(torch.int32).bitwise_and_(_EXP)
+                    e_half = before.float().view(torch.int32).bitwise_and(_EXP).sub_(8 << 23)
+                    moved = e_delta != 0
                     total += int(moved.sum())
-                    lost += int((moved & (delta.abs() < 0.5 * bf16_ulp(before))).sum())
+                    lost += int(e_delta.lt_(e_half).logical_and_(moved).sum())
             self._add(step, epoch, name, bf16_lost=lost / total if total else math.nan)
 
 
