@@ -361,3 +361,19 @@ def test_maxnorm_modules_state_and_validation():
             MaxNorm(bad)
     with pytest.raises(ValueError, match="modules="):
         MaxNorm(1.0, modules=[])
+
+
+def test_gpt2_sites_categories():
+    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=30, n_positions=16,
+                                       bos_token_id=0, eos_token_id=0))
+    cats = {s.name: s.categories for s in dropout_sites(model)}
+    assert cats["transformer.drop"] == {"embeddings"}
+    assert cats["transformer.h.0.attn.attn_dropout"] == {"attention"}
+    assert cats["transformer.h.0.mlp.dropout"] == {"ffn"}
+    assert cats["config.resid_pdrop"] == {"attention", "ffn"}
+    assert set_dropout(model, 0.0, where="embeddings") == 2  # transformer.drop and config.embd_pdrop
+    assert model.config.embd_pdrop == 0.0 and model.config.attn_pdrop == 0.1
