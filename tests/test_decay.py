@@ -289,3 +289,17 @@ def test_stochastic_rounding_is_unbiased_and_exact_on_representable_values():
     assert abs(neg.mean().item() + x[0].item()) < 2e-4
     with pytest.raises(ValueError, match="x.dtype=torch.float64"):
         stochastic_round_to_bf16(x.double())
+
+
+def test_optimizer_without_weight_decay_argument():
+    p = zero_grad_param()
+    opt = decoupled(torch.optim.Rprop)([p], lr=0.1, weight_decay=0.5)
+    opt.step()
+    assert p[0].item() == pytest.approx(0.95)
+
+
+def test_parameter_without_gradient_is_not_decayed_like_adamw():
+    p, q = zero_grad_param(), nn.Parameter(torch.ones(4))
+    opt = decoupled(torch.optim.Adam)([p, q], lr=0.1, weight_decay=0.5)
+    opt.step()
+    assert p[0].item() == pytest.approx(0.95) and q[0].item() == 1.0

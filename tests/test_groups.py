@@ -3,6 +3,8 @@ import re
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from reglab.groups import DecayPlan, decay_plan, is_norm_module, param_groups
@@ -275,3 +277,38 @@ def test_peft_lora_model():
     assert not plan.no_decay_names
     assert any(n.endswith("q.base_layer.weight") for n in plan.frozen_names)
     assert_partition(model, plan.groups())
+
+LAYERS = [
+    lambda: nn.Linear(3, 3),
+    lambda: nn.Linear(3, 3, bias=False),
+    lambda: nn.LayerNorm(3),
+    lambda: nn.BatchNorm1d(3),
+    lambda: MyRMSNorm(3),
+    lambda: nn.Embedding(4, 3),
+    lambda: nn.Conv1d(3, 3, 1),
+    lambda: ViTish(),
+]
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    kinds=st.lists(st.integers(0, len(LAYERS) - 1), min_size=1, max_size=6),
+    frozen=st.lists(st.booleans(), min_size=6, max_size=6),
+    decay_embeddings=st.booleans(),
+)
+def test_every_trainable_parameter_is_in_exactly_one_group(kinds, frozen, decay_embeddings):
+    model = nn.Sequential(*(LAYERS[k]() for k in kinds))
+    for layer, f in zip(model, frozen):
+        if f:
+            layer.requires_grad_(False)
+    if not any(p.requires_grad for p in model.parameters()):
+        with pytest.raises(ValueError, match="no trainable parameter"):
+            decay_plan(model, weight_decay=0.1)
+        return
+    plan = decay_plan(model, weight_decay=0.1, decay_embeddings=decay_embeddings)
+    assert_partition(model, plan.groups())
+    for e in plan.entries:
+        if e.trainable and e.decay:
+            assert len(e.shape) >= 2 and not e.reason.startswith(("bias", "norm"))
+        if e.module in ("LayerNorm", "BatchNorm1d", "MyRMSNorm"):
+            assert not e.decay

@@ -196,3 +196,18 @@ def test_bad_model_and_scale():
         Penalty(l2=0.1).add_grad_(nn.Linear(2, 2), scale=math.inf)
     with pytest.raises(ValueError, match="scale='x'"):
         Penalty(l2=0.1).callback(nn.Linear(2, 2), scale="x")
+
+
+def test_schedule_in_fit_is_evaluated_at_the_optimizer_step():
+    seen = []
+
+    def l2(step):
+        seen.append(step)
+        return 0.01
+
+    model = nn.Linear(4, 2)
+    x, y = torch.randn(12, 4), torch.randint(0, 2, (12,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    cb = Penalty(l2=l2).callback(model)
+    fit(model, TensorLoader(x, y, batch_size=4), optimizer=opt, loss_fn=nn.functional.cross_entropy, epochs=2, callbacks=[cb])
+    assert seen == [0, 1, 2, 3, 4, 5]
