@@ -212,8 +212,8 @@ def lint(
     Example:
         >>> model = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))
         >>> opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
-        >>> [f.id for f in lint(model, opt)]
-        ['decay-on-norm-or-bias']
+        >>> [(f.severity, f.id) for f in lint(model, opt)]
+        [('warning', 'decay-on-norm-or-bias'), ('info', 'decay-scale-invariant')]
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module; received model={type(model).__name__}")

@@ -221,7 +221,6 @@ class Monitor:
             raise ValueError(f"every must be an int >= 1; received every={every!r}")
         self.every = every
         self.records: list[dict[str, Any]] = []
-        self._epoch = 0
 
     # -- interval -----------------------------------------------------------------------------
     def due(self, step: int) -> bool:
@@ -230,7 +229,6 @@ class Monitor:
 
     # -- hooks of reglab.fit -------------------------------------------------------------------
     def on_before_step(self, state: Any) -> None:
-        self._epoch = state.epoch + 1
         self.before_step(state.optimizer, state.step)
 
     def on_step_end(self, state: Any) -> None:
