@@ -151,11 +151,12 @@ def _swap_order(lengths: np.ndarray, p: float, u: np.ndarray) -> np.ndarray:
     ``u`` holds one uniform per word (pair choice), then one per sentence (pair parity).
     """
     total = int(lengths.sum())
-    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
-    pos = np.arange(total) - starts  # position inside the sentence
-    lens = np.repeat(lengths, lengths)
-    par = np.repeat((u[total:] < 0.5).astype(np.int64), lengths)
-    left = ((pos - par) % 2 == 0) & (pos + 1 < lens) & (u[:total] < p)
+    ends = np.cumsum(lengths)
+    # pairs start where the position inside the sentence has the sentence's parity:
+    # (i - start - parity) even  <=>  i's parity equals (start + parity)'s
+    phase = np.repeat((ends - lengths + (u[total:] < 0.5)) & 1, lengths)
+    left = ((np.arange(total) & 1) == phase) & (u[:total] < p)
+    left[ends[lengths > 0] - 1] = False  # the last word of a sentence has no right neighbour
     order = np.arange(total)
     i = np.flatnonzero(left)
     order[i], order[i + 1] = i + 1, i
