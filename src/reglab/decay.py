@@ -230,10 +230,12 @@ def _make_decoupled(base: type[Optimizer]) -> type[Optimizer]:
             return swaps
 
         @torch.no_grad()
-        def _from_fp32(self, swaps: list) -> None:
+        def _from_fp32(self, swaps: list, write: bool = True) -> None:
             for p, data, grad, work in swaps:
                 p.data = data
                 p.grad = grad
+                if not write:
+                    continue
                 if self.stochastic_rounding and data.dtype == torch.bfloat16:
                     data.copy_(stochastic_round_to_bf16(work, self._generator))
                 else:
@@ -244,31 +246,36 @@ def _make_decoupled(base: type[Optimizer]) -> type[Optimizer]:
             if closure is not None:
                 with torch.enable_grad():
                     loss = closure()
-            low = self.master_weights or self.stochastic_rounding
-            swaps = self._to_fp32() if low else []
-            saved: list[Any] = []
+            # every schedule is evaluated (and checked) before anything is modified
+            strengths = [
+                (_value(g["weight_decay"], g["decay_step"]), _value(g["l1"], g["decay_step"])) for g in self.param_groups
+            ]
+            swaps = self._to_fp32() if (self.master_weights or self.stochastic_rounding) else []
+            done = False
             try:
                 with torch.no_grad():
-                    for group in self.param_groups:
-                        wd = _value(group["weight_decay"], group["decay_step"])
+                    for group, (wd, _) in zip(self.param_groups, strengths):
                         if wd:
                             decoupled_decay_([p for p in group["params"] if p.grad is not None], self._factor(group), wd)
+                saved: list[Any] = []
                 if base_takes_wd:
                     for group in self.param_groups:
                         saved.append(group["weight_decay"])
                         group["weight_decay"] = 0.0
-                super().step()
+                try:
+                    super().step()
+                finally:
+                    for group, wd in zip(self.param_groups, saved):
+                        group["weight_decay"] = wd
+                with torch.no_grad():
+                    for group, (_, l1) in zip(self.param_groups, strengths):
+                        if l1:
+                            soft_threshold_([p for p in group["params"] if p.grad is not None], self._factor(group) * l1)
+                        group["decay_step"] += 1
+                done = True
             finally:
-                for group, wd in zip(self.param_groups, saved):
-                    group["weight_decay"] = wd
-            with torch.no_grad():
-                for group in self.param_groups:
-                    l1 = _value(group["l1"], group["decay_step"])
-                    if l1:
-                        soft_threshold_([p for p in group["params"] if p.grad is not None], self._factor(group) * l1)
-                    group["decay_step"] += 1
-            if swaps:
-                self._from_fp32(swaps)
+                if swaps:
+                    self._from_fp32(swaps, write=done)
             return loss
 
         def state_dict(self) -> dict[str, Any]:
