@@ -303,3 +303,13 @@ def test_parameter_without_gradient_is_not_decayed_like_adamw():
     opt = decoupled(torch.optim.Adam)([p, q], lr=0.1, weight_decay=0.5)
     opt.step()
     assert p[0].item() == pytest.approx(0.95) and q[0].item() == 1.0
+
+
+def test_bad_schedule_value_raises_before_anything_changes():
+    p = zero_grad_param()
+    opt = decoupled(torch.optim.SGD)([p], lr=0.1, weight_decay=lambda step: 0.1 if step == 0 else -1.0)
+    opt.step()
+    before = p.detach().clone()
+    with pytest.raises(ValueError, match="returned -1.0 at step 1"):
+        opt.step()
+    assert torch.equal(p, before) and opt.param_groups[0]["decay_step"] == 1
