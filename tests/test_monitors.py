@@ -191,6 +191,7 @@ def test_dead_relu_counts_units_dead_on_the_recorded_batch():
     assert [r["step"] for r in dead.records] == [2, 4, 6, 8, 10, 12]
     assert all(r["group"] == "1" for r in dead.records)
     assert all(r["dead_fraction"] >= 4 / 16 for r in dead.records)
+    assert not model[1]._forward_hooks  # hooks live only around recorded forward passes
     x = torch.randn(64, 8)
     with torch.no_grad():
         expected = float((model[1](model[0](x)) == 0).all(0).float().mean())

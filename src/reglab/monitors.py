@@ -463,8 +463,9 @@ class DeadReLU(Monitor):
     """Record ``dead_fraction`` per ``nn.ReLU`` module on the training batch of each recorded step.
 
     A unit (last dimension for 2-D activations, dimension 1 — channels — otherwise) is dead on a
-    batch when it is zero for every example. The forward hooks run only on the forward pass of a
-    recorded step, in training mode; evaluation passes are ignored.
+    batch when it is zero for every example. Forward hooks are attached only for the forward
+    pass of a recorded step (in training mode) and removed right after, so the model runs
+    without hooks between records; evaluation passes are ignored.
 
     Args:
         model: the model whose ``nn.ReLU`` modules are watched.
@@ -479,23 +480,24 @@ class DeadReLU(Monitor):
         self.modules = {name: m for name, m in model.named_modules() if isinstance(m, nn.ReLU)}
         if not self.modules:
             raise ValueError(f"model must contain nn.ReLU modules; received a {type(model).__name__} without any")
-        self._armed = False
         self._pending: dict[str, float] = {}
-        self._handles = [m.register_forward_hook(self._hook(name)) for name, m in self.modules.items()]
+        self._handles: list[Any] = []
 
     def _hook(self, name: str):
         def hook(module, args, output):
-            if self._armed and module.training and isinstance(output, torch.Tensor) and output.ndim >= 2:
-                alive = output.detach() != 0
-                dims = tuple(d for d in range(output.ndim) if d != (1 if output.ndim > 2 else output.ndim - 1))
-                self._pending[name] = float((~alive.any(dim=dims)).float().mean())
+            if module.training and isinstance(output, torch.Tensor) and output.ndim >= 2:
+                unit_dim = 1 if output.ndim > 2 else output.ndim - 1
+                dims = tuple(d for d in range(output.ndim) if d != unit_dim)
+                alive = (output.detach() != 0).any(dim=dims)
+                self._pending[name] = 1.0 - float(alive.float().mean())
 
         return hook
 
     def arm(self) -> None:
-        """Capture the next training forward pass (done automatically before recorded steps)."""
-        self._armed = True
+        """Attach the hooks for the next training forward pass (done automatically before recorded steps)."""
+        self.remove()
         self._pending = {}
+        self._handles = [m.register_forward_hook(self._hook(name)) for name, m in self.modules.items()]
 
     def remove(self) -> None:
         """Detach the forward hooks from the model."""
@@ -507,8 +509,11 @@ class DeadReLU(Monitor):
         if self.due(state.step + 1):
             self.arm()
 
+    def on_fit_end(self, state: Any) -> None:
+        self.remove()
+
     def before_step(self, optimizer, step):
-        self._armed = False  # the forward of this step is over
+        self.remove()  # the forward pass of this step is over
 
     def after_step(self, optimizer, step, *, epoch=None):
         if self.due(step):
