@@ -168,6 +168,22 @@ def test_stalled_validation_with_falling_training_loss_is_overfitting():
     assert (flat.regime, flat.rule) == ("underfitting", "train_loss_high")
 
 
+def test_accuracy_still_improving_while_loss_rises_adds_overconfidence_advice():
+    n = 40
+    train = [2.0 * 0.85**k for k in range(n)]
+    val = [max(2.0 * 0.85**k, 0.5) + 0.02 * max(0, k - 9) for k in range(n)]  # best ~ epoch 9
+    train_acc = [min(1.0, 0.3 + 0.03 * k) for k in range(n)]
+    rising_acc = [0.3 + 0.015 * k for k in range(n)]  # best at the end
+    d = diagnose(train, val, baseline_loss=LN10, train_metric=train_acc, val_metric=rising_acc)
+    assert d.regime == "overfitting"
+    assert d.evidence["val_metric_best_epoch"] >= n - 2
+    assert d.evidence["metric_gap_final"] == pytest.approx(train_acc[-1] - rising_acc[-1])
+    assert any("over-confident" in a for a in d.advice)
+    peaked_acc = [0.3 + 0.05 * min(k, 9) for k in range(n)]  # accuracy peaks with the loss
+    d2 = diagnose(train, val, baseline_loss=LN10, train_metric=train_acc, val_metric=peaked_acc)
+    assert d2.regime == "overfitting" and not any("over-confident" in a for a in d2.advice)
+
+
 def test_short_curve_is_insufficient_data():
     d = diagnose([1.0, 0.8, 0.7], [1.1, 0.9, 0.85])
     assert d.regime == "insufficient_data"

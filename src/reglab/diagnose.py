@@ -498,6 +498,14 @@ def read_curves(
 
     Raises:
         ValueError: for an unknown suffix, an unreadable layout, or no usable loss columns.
+
+    Example:
+        >>> import json, tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "keras.json"
+        >>> _ = path.write_text(json.dumps({"loss": [1.0, 0.6], "val_loss": [1.1, 0.8]}))
+        >>> c = read_curves(path)
+        >>> c["train_key"], c["train_loss"], c["val_loss"]
+        ('loss', [1.0, 0.6], [1.1, 0.8])
     """
     path = Path(path)
     if path.suffix not in (".json", ".csv"):

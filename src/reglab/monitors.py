@@ -335,7 +335,16 @@ class WeightNorm(Monitor):
 
 
 class Sparsity(Monitor):
-    """Record ``sparsity``, the fraction of exactly-zero entries of each parameter group."""
+    """Record ``sparsity``, the fraction of exactly-zero entries of each parameter group.
+
+    Example:
+        >>> layer = nn.Linear(4, 2, bias=False)
+        >>> _ = torch.nn.init.zeros_(layer.weight[:1])
+        >>> mon = Sparsity(every=1)
+        >>> mon.after_step(torch.optim.SGD(layer.parameters(), lr=0.1), 1)
+        >>> mon.records[0]["sparsity"]
+        0.5
+    """
 
     def record(self, optimizer, step, epoch):
         for name, _, params in _groups(optimizer):
@@ -345,7 +354,17 @@ class Sparsity(Monitor):
 
 
 class UpdateRatio(_Snapshot):
-    """Record ``update_ratio = ‖w_after − w_before‖ / ‖w_before‖`` of each group's step."""
+    """Record ``update_ratio = ‖w_after − w_before‖ / ‖w_before‖`` of each group's step.
+
+    Example:
+        >>> layer = nn.Linear(4, 2, bias=False)
+        >>> opt = torch.optim.SGD(layer.parameters(), lr=0.1)
+        >>> layer.weight.grad = layer.weight.detach().clone()  # the step removes 10 % of w
+        >>> mon = UpdateRatio(every=1)
+        >>> mon.before_step(opt, 0); opt.step(); mon.after_step(opt, 1)
+        >>> round(mon.records[0]["update_ratio"], 6)
+        0.1
+    """
 
     def record(self, optimizer, step, epoch):
         for name, _, params in _groups(optimizer):
@@ -363,6 +382,15 @@ class Bf16LostUpdates(_Snapshot):
     and are not counted. For a bfloat16 parameter the count is over entries with a nonzero
     gradient, and an entry is lost when its value did not change. Groups without any update
     record ``nan``.
+
+    Example:
+        >>> w = nn.Parameter(torch.ones(4))
+        >>> opt = torch.optim.SGD([w], lr=1.0)
+        >>> w.grad = torch.tensor([1e-4, 1e-4, 0.1, 0.1])  # ½ ulp of 1.0 in bf16 is 2^-8 ≈ 0.0039
+        >>> mon = Bf16LostUpdates(every=1)
+        >>> mon.before_step(opt, 0); opt.step(); mon.after_step(opt, 1)
+        >>> mon.records[0]["bf16_lost"]
+        0.5
     """
 
     def record(self, optimizer, step, epoch):
@@ -473,6 +501,14 @@ class DeadReLU(Monitor):
 
     Raises:
         ValueError: if the model has no ``nn.ReLU`` module, or bad ``every``.
+
+    Example:
+        >>> model = nn.Sequential(nn.Linear(3, 4), nn.ReLU())
+        >>> _ = torch.nn.init.constant_(model[0].bias[:1], -1e3)  # unit 0 never fires
+        >>> mon = DeadReLU(model, every=1)
+        >>> mon.arm(); _ = model(torch.randn(8, 3)); mon.after_step(None, 1)
+        >>> mon.records[0]["group"], mon.records[0]["dead_fraction"] >= 0.25
+        ('1', True)
     """
 
     def __init__(self, model: nn.Module, *, every: int = DEFAULT_EVERY) -> None:
