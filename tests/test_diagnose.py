@@ -43,9 +43,9 @@ def memorizing_run():
 
 @pytest.fixture(scope="module")
 def regularized_run():
-    # clean labels, 1000 examples, dropout 0.3 and decoupled weight decay 0.5
+    # clean labels, 1000 examples, dropout 0.5 and decoupled weight decay 1.0 (AdamW)
     return _digits_history(
-        noise=0.0, hidden=64, epochs=30, lr=1e-2, n_train=1000, batch_size=100, dropout=0.3, weight_decay=0.5
+        noise=0.0, hidden=64, epochs=30, lr=1e-2, n_train=1000, batch_size=100, dropout=0.5, weight_decay=1.0
     )
 
 
@@ -96,6 +96,10 @@ def test_regularized_run_is_good_fit(regularized_run):
     h = regularized_run
     d = diagnose(h["train_loss"], h["val_loss"], baseline_loss=LN10)
     assert d.regime == "good_fit", d.evidence
+    # not near any threshold: no late rise, a small gap, a training loss that stopped falling
+    assert d.evidence["val_rise_rel"] < 0.05
+    assert d.evidence["gap_rel_final"] < 0.4 and d.gap_trend != "widening"
+    assert d.evidence["train_change_after_best"] > -0.1 * d.evidence["train_loss_final"]
     assert h["val_acc"][-1] > 0.9
 
 
