@@ -37,7 +37,6 @@ same number is the L2 gradient ``λ·w`` of the penalty ``λ/2·Σw²``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
