@@ -94,3 +94,62 @@ def test_lint_bad_target(target, fragment, capsys):
     assert main(["lint", target]) == 2
     err = capsys.readouterr().err
     assert fragment in err and err.count("\n") == 1
+
+
+# Real output of Lightning's CSVLogger (lightning 2.x, a LogisticRegression-sized LightningModule logging
+# train_loss with on_step=True, on_epoch=True and val_loss per epoch), values rounded to 6 digits.
+LIGHTNING_METRICS_CSV = """\
+epoch,step,train_loss_epoch,train_loss_step,val_loss
+0,0,,0.703526,
+0,1,,0.649689,
+0,2,,0.627799,
+0,3,,0.656685,
+0,3,,,0.574833
+0,3,0.659425,,
+1,4,,0.556717,
+1,5,,0.545858,
+1,6,,0.488278,
+1,7,,0.569541,
+1,7,,,0.484744
+1,7,0.540098,,
+2,8,,0.462309,
+2,9,,0.474335,
+2,10,,0.402045,
+2,11,,0.506917,
+2,11,,,0.423107
+2,11,0.461402,,
+3,12,,0.399046,
+3,13,,0.422896,
+3,14,,0.344485,
+3,15,,0.459976,
+3,15,,,0.378549
+3,15,0.406601,,
+4,16,,0.35444,
+4,17,,0.384275,
+4,18,,0.303251,
+4,19,,0.42339,
+4,19,,,0.344784
+4,19,0.366339,,
+5,20,,0.321469,
+5,21,,0.354195,
+5,22,,0.272067,
+5,23,,0.39392,
+5,23,,,0.318204
+5,23,0.335413,,
+"""
+
+
+def test_diagnose_real_lightning_csvlogger_file(tmp_path, capsys):
+    path = tmp_path / "metrics.csv"
+    path.write_text(LIGHTNING_METRICS_CSV)
+    from reglab.diagnose import read_curves
+
+    curves = read_curves(path)
+    assert (curves["train_key"], curves["val_key"]) == ("train_loss_epoch", "val_loss")
+    assert curves["train_loss"][:2] == pytest.approx([0.659425, 0.540098])
+    assert curves["val_loss"][:2] == pytest.approx([0.574833, 0.484744])
+    assert len(curves["train_loss"]) == 6
+    assert main(["diagnose", str(path), "--classes", "2", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["epochs"] == 6 and data["best_epoch"] == 6
+    assert data["regime"] == "underfitting"  # both losses still falling fast after 6 epochs
