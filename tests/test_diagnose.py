@@ -273,3 +273,12 @@ def test_read_curves_keras_json_and_errors(tmp_path):
         read_curves(path, val_key="nope")
     h = History([{"epoch": 1, "tl": 1.0, "vl": 2.0}])
     assert read_curves(h.save(tmp_path / "c.json"), train_key="tl", val_key="vl")["val_loss"] == [2.0]
+
+
+def test_reglab_diagnose_is_callable_after_importing_the_module():
+    import reglab
+    import reglab.diagnose as diagnose_module
+
+    train, val = _healthy()
+    assert callable(reglab.diagnose) and callable(diagnose_module)
+    assert reglab.diagnose(train, val, baseline_loss=LN10).to_dict() == diagnose(train, val, baseline_loss=LN10).to_dict()

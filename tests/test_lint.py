@@ -208,3 +208,13 @@ def test_hugging_face_bert_correct_setup_has_no_warnings():
     # the same model with the usual mistake is caught
     naive = torch.optim.AdamW(model.parameters(), lr=2e-5, weight_decay=0.01)
     assert "decay-on-norm-or-bias" in _ids(lint(model, naive, nn.CrossEntropyLoss(), inputs))
+
+
+def test_reglab_lint_is_callable_after_importing_the_module():
+    import reglab
+    import reglab.lint as lint_module
+
+    model = nn.Linear(2, 2)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=0.1)
+    assert callable(reglab.lint) and callable(lint_module)
+    assert reglab.lint(model, opt) == lint(model, opt) != []

@@ -62,6 +62,8 @@ import csv
 import json
 import math
 import statistics
+import sys
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -557,3 +559,15 @@ def read_curves(
         "train_key": tk,
         "val_key": vk,
     }
+
+
+class _CallableModule(types.ModuleType):
+    """``import reglab.diagnose`` binds the *module* to ``reglab.diagnose``, hiding the function of the
+    same name that ``reglab.diagnose`` exposes; calling the module calls the function, so
+    ``reglab.diagnose(...)`` works in both cases."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return diagnose(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
