@@ -130,3 +130,19 @@ def test_cli_list_names_every_recipe(capsys):
     assert main(["repro", "--list"]) == 0
     out = capsys.readouterr().out
     assert "d2l_weight_decay" in out and "polynomial" in out
+
+
+def test_results_round_trip_through_json(tmp_path):
+    from reglab.recipes._repro import load_results, save_results
+
+    original = _toy_run(seeds=7)
+    path = save_results([original, _toy_run()], tmp_path / "results.json")
+    back = load_results(path)
+    assert [r.name for r in back] == ["toy", "toy"]
+    assert back[0].checks == original.checks and back[0].passed is False and back[1].passed is True
+    assert back[0].plots[2].kind == "heatmap" and back[0].tables[0].headers == ["a", "b"]
+    # a report can be rebuilt from saved results
+    assert "Toy &lt;result&gt;" in repro_report_html(back)
+    (tmp_path / "bad.json").write_text("[]")
+    with pytest.raises(ValueError, match="no 'results' key"):
+        load_results(tmp_path / "bad.json")

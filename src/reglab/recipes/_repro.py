@@ -33,6 +33,7 @@ __all__ = [
     "available",
     "fmt",
     "get",
+    "load_results",
     "mean_std",
     "pm",
     "run_repro",
@@ -155,6 +156,16 @@ class ReproResult:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReproResult:
+        """Rebuild a result from :meth:`to_dict` output (e.g. one entry of ``results.json``)."""
+        fields_ = dict(data)
+        fields_.pop("passed", None)
+        fields_["checks"] = [Check(**c) for c in fields_.get("checks", [])]
+        fields_["tables"] = [Table(**t) for t in fields_.get("tables", [])]
+        fields_["plots"] = [Plot(**p) for p in fields_.get("plots", [])]
+        return cls(**fields_)
 
 
 def _finite(obj: Any) -> Any:
@@ -287,6 +298,14 @@ class Ticker:
         self.done += units
         if self.progress is not None:
             self.progress(min(self.done, self.total), self.total, description)
+
+
+def load_results(path: str | Path) -> list[ReproResult]:
+    """Read the results written by :func:`save_results` (``reglab repro`` writes ``results.json``)."""
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, dict) or "results" not in data:
+        raise ValueError(f"{path} is not a reglab repro results file (no 'results' key)")
+    return [ReproResult.from_dict(r) for r in data["results"]]
 
 
 def save_results(results: Sequence[ReproResult], path: str | Path) -> Path:
