@@ -189,7 +189,7 @@ def run(*, fast: bool = False, seeds: int | None = None, progress=None) -> Repro
     plots = [
         Plot(f"{title}: validation error", kind="heatmap", matrix=summary[kind]["val"],
              x_ticks=[fmt(v) for v in lams], y_ticks=lr_ticks, x_label=xlabel, y_label="learning rate",
-             caption="White dots: the best decay of each learning rate (row).")
+             caption="White frames: the best decay of each learning rate (row), chosen on validation error.")
         for kind, title, lams, xlabel in (
             ("adam_l2", "Adam + L2", ADAM_L2, "L2 coefficient λ"),
             ("adamw", "AdamW", ADAMW_WD, "weight decay λ (w ← w − lr·λ·w)"),

@@ -38,26 +38,26 @@ def plot_figure(plot: Plot):
         import numpy as np
 
         matrix = np.array(plot.matrix, dtype=float)
-        fig, ax = plt.subplots(figsize=(4.2, 3.4))
+        fig, ax = plt.subplots(figsize=(8.0, 4.6))
         image = ax.imshow(matrix, cmap="viridis", aspect="auto", origin="lower")
         fig.colorbar(image, ax=ax, fraction=0.046)
-        ax.set_xticks(range(len(plot.x_ticks)), plot.x_ticks, fontsize=7, rotation=45)
-        ax.set_yticks(range(len(plot.y_ticks)), plot.y_ticks, fontsize=7)
+        ax.set_xticks(range(len(plot.x_ticks)), plot.x_ticks, fontsize=8.5)
+        ax.set_yticks(range(len(plot.y_ticks)), plot.y_ticks, fontsize=8.5)
         best = np.nanargmin(matrix, axis=1) if np.isfinite(matrix).any() else []
-        for row, col in enumerate(best):
-            ax.plot(col, row, marker="o", color="white", markersize=5)
+        for row, col in enumerate(best):  # the best cell of each row gets a white frame
+            ax.add_patch(plt.Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="white", lw=2.2))
         for (r, c), value in np.ndenumerate(matrix):
             if math.isfinite(value):
-                ax.text(c, r, f"{value:.3g}", ha="center", va="center", fontsize=6, color="white")
+                ax.text(c, r, f"{value:.3g}", ha="center", va="center", fontsize=8, color="white")
     elif plot.kind == "bar":
-        fig, ax = plt.subplots(figsize=(5.2, 3.2))
+        fig, ax = plt.subplots(figsize=(8.0, 3.8))
         labels = list(plot.series)
         means = [plot.series[k][0] for k in labels]
         stds = [plot.series[k][1] if len(plot.series[k]) > 1 else 0.0 for k in labels]
         ax.bar(range(len(labels)), means, yerr=stds, color=_COLORS[: len(labels)] or None, capsize=3)
-        ax.set_xticks(range(len(labels)), labels, fontsize=7.5, rotation=20, ha="right")
+        ax.set_xticks(range(len(labels)), labels, fontsize=8.5, rotation=15, ha="right")
     else:
-        fig, ax = plt.subplots(figsize=(5.2, 3.2))
+        fig, ax = plt.subplots(figsize=(8.0, 3.8))
         for i, (label, (xs, ys)) in enumerate(plot.series.items()):
             ys = [math.nan if y is None else y for y in ys]
             ax.plot(xs, ys, color=_COLORS[i % len(_COLORS)], lw=1.5, label=label)
@@ -68,11 +68,11 @@ def plot_figure(plot: Plot):
     for i, (label, y) in enumerate(plot.hlines.items()):
         ax.axhline(y, color="#555", lw=0.9, ls=("--", ":", "-.")[i % 3], label=label)
     if plot.kind == "line" or plot.hlines:
-        ax.legend(fontsize=7, frameon=False)
-    ax.set_title(plot.title, fontsize=9.5)
-    ax.set_xlabel(plot.x_label, fontsize=8)
-    ax.set_ylabel(plot.y_label, fontsize=8)
-    ax.tick_params(labelsize=7.5)
+        ax.legend(fontsize=8, frameon=False)
+    ax.set_title(plot.title, fontsize=11)
+    ax.set_xlabel(plot.x_label, fontsize=9.5)
+    ax.set_ylabel(plot.y_label, fontsize=9.5)
+    ax.tick_params(labelsize=8.5)
     fig.tight_layout()
     return fig
 
