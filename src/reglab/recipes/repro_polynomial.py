@@ -141,7 +141,7 @@ def run(*, fast: bool = False, seeds: int | None = None, progress=None) -> Repro
     mean_w3 = w3.mean(0).tolist()
     published = [
         ["degree-3 weights", "≈ [5.0, 1.2, −3.4, 5.6] (true values)", "[" + ", ".join(f"{v:.3f}" for v in mean_w3) + "]"],
-        ["degree 1", "train loss stays high: underfitting", f"train MSE {pm(tr1)}; diagnosed {regimes[1][0]}"],
+        ["degree 1", "train loss stays high: underfitting", f"train MSE {pm(tr1)}; diagnosed {', '.join(regimes[1])}"],
         ["degree 20", "test loss above train loss: overfitting", f"train {pm(tr20)}, test {pm(te20)}"],
     ]
     plots = []
