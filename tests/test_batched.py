@@ -161,6 +161,63 @@ def test_state_dict_round_trip_resumes_exactly(digits):
         assert torch.allclose(resumed.params[name], p, atol=TOL, rtol=0), name
 
 
+def assert_same_paths(a: BatchedPath, b: BatchedPath) -> None:
+    for name, p in a.params.items():
+        assert torch.allclose(p, b.params[name], atol=TOL, rtol=0), (name, (p - b.params[name]).abs().max())
+
+
+@pytest.mark.parametrize("with_dropout", [False, True])
+def test_bmm_engine_matches_vmap_engine(digits, with_dropout):
+    """The explicit batched-matmul engine computes what vmap over functional_call computes."""
+    val = [(digits.val.x, digits.val.y)]
+    kwargs = dict(
+        seeds=[0, 1, 0, 2],
+        weight_decay=[0.0, 0.5, 0.1, 0.0],
+        l2=[0.0, 0.0, 0.05, 0.2],
+        label_smoothing=[0.0, 0.1, 0.3, 0.05],
+        dropout=[0.0, 0.2, 0.5, 0.3] if with_dropout else None,
+        lr=3e-3,
+    )
+    fast = BatchedPath(lambda: mlp(hidden=32), engine="auto", **kwargs)
+    slow = BatchedPath(lambda: mlp(hidden=32), engine="vmap", **kwargs)
+    assert (fast.engine, slow.engine) == ("bmm", "vmap")
+    h_fast = fast.fit(loader(digits), epochs=2, eval_sets={"val": val})
+    h_slow = slow.fit(loader(digits), epochs=2, eval_sets={"val": val})
+    assert_same_paths(fast, slow)
+    for a, b in zip(h_fast, h_slow):
+        for key in ("train_loss", "val_loss", "val_acc"):
+            assert a[key] == pytest.approx(b[key], abs=TOL)
+    for a, b in zip(fast.generators, slow.generators):
+        assert torch.equal(a.get_state(), b.get_state())  # the same noise was drawn
+
+
+def test_bmm_engine_handles_input_dropout_no_bias_and_other_activations():
+    torch.manual_seed(0)
+    x, y = torch.randn(24, 6), torch.randn(24, 2)
+
+    def model():
+        return nn.Sequential(nn.Dropout(0.2), nn.Linear(6, 12, bias=False), nn.Tanh(), nn.Dropout(0.1), nn.Linear(12, 2), nn.GELU())
+
+    kwargs = dict(seeds=[0, 1, 2], l2=[0.0, 0.1, 1.0], dropout=[0.0, 0.3, 0.6], loss="mse", lr=1e-2)
+    fast = BatchedPath(model, engine="bmm", **kwargs)
+    slow = BatchedPath(model, engine="vmap", **kwargs)
+    for _ in range(2):
+        for xb, yb in TensorLoader(x, y, batch_size=8, shuffle=True, seed=1):
+            assert torch.allclose(fast.train_step(xb, yb), slow.train_step(xb, yb), atol=TOL, rtol=0)
+    assert_same_paths(fast, slow)
+    assert torch.allclose(fast._forward(x, train=False), slow._forward(x, train=False), atol=TOL, rtol=0)
+
+
+def test_engine_choice_falls_back_to_vmap_or_fails_by_name():
+    norm = lambda: nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.Linear(8, 3))  # noqa: E731
+    assert BatchedPath(norm, seeds=[0, 1]).engine == "vmap"
+    assert BatchedPath(lambda: nn.Linear(4, 3), seeds=[0, 1]).engine == "vmap"  # not a Sequential
+    with pytest.raises(ValueError, match="LayerNorm"):
+        BatchedPath(norm, seeds=[0], engine="bmm")
+    with pytest.raises(ValueError, match="engine='jit'"):
+        BatchedPath(mlp, seeds=[0], engine="jit")
+
+
 def test_bad_arguments_name_the_value():
     with pytest.raises(ValueError, match="weight_decay"):
         BatchedPath(mlp, seeds=[0, 1], weight_decay=[0.1])

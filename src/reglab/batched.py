@@ -19,6 +19,15 @@ its own:
 Decay and penalties apply to the parameters chosen by ``decay_filter`` (default: ``ndim >= 2``,
 i.e. weight matrices and kernels, not biases or norm scales).
 
+Engines. When the model is a plain ``nn.Sequential`` of ``nn.Linear`` layers, elementwise
+activations (ReLU, GELU, tanh, ...) and dropout sites, the default engine (``"bmm"``) skips
+``vmap`` and runs the stacked ``(K, out, in)`` weights with explicit batched matrix products
+(``torch.addmm`` for the first layer, whose input all copies share, then ``torch.baddbmm``),
+activations kept feature-major ``(K, features, batch)`` so that every weight gradient comes out
+in the weight's own layout. It computes the same function as the ``"vmap"`` engine (the general
+fallback, used for any other model) to floating-point rounding; ``tests/test_batched.py`` checks
+the two against each other to 1e-5, dropout and label smoothing included.
+
 Exactness. The optimizers are elementwise (Adam, SGD with momentum), so one optimizer over the
 stacked tensors is the same arithmetic as K optimizers over K models; gradients of the summed
 per-copy losses are the per-copy gradients. Copy ``k`` therefore reproduces a separate run with
@@ -27,8 +36,10 @@ the same seed (the same initial weights from ``torch.manual_seed(seeds[k])``, th
 checks this to 1e-5. Dropout masks cannot come from PyTorch's global generator inside ``vmap``
 reproducibly, so every dropout site is a :class:`RateDropout` whose uniform noise is drawn per
 copy from that copy's own ``torch.Generator`` (seeded with ``dropout_seeds[k]``, default
-``seeds[k]``), site by site in module order, once per batch. A separate run that draws its noise
-the same way (see :func:`draw_dropout_noise`) reproduces copy ``k`` exactly, masks included; a
+``seeds[k]``), site by site in module order, once per batch (one draw per copy, into one
+``(K, batch · Σ features)`` buffer). When every rate of every site is 0 no noise is drawn and the
+generators do not advance (the masks would keep every unit anyway). A separate run that draws its
+noise the same way (see :func:`draw_dropout_noise`) reproduces copy ``k`` exactly, masks included; a
 separate run using ``nn.Dropout`` agrees only in distribution.
 """
 
@@ -131,6 +142,19 @@ def draw_dropout_noise(
     site's block reshaped to ``(batch_size, *features)``). This is how :class:`BatchedPath` draws
     copy ``k``'s noise (with copy ``k``'s generator); a separate run that assigns these tensors to
     its :class:`RateDropout` sites' ``noise`` reproduces the copy's masks exactly.
+
+    Args:
+        feature_shapes: per-example shape of each site's input, in site order.
+        batch_size: examples in the batch.
+        generator: the generator to draw from (advanced by ``batch_size · Σ features`` values).
+
+    Returns:
+        One tensor of shape ``(batch_size, *features)`` per site, views into one draw.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> [tuple(t.shape) for t in draw_dropout_noise([(3,), (2, 2)], 4, g)]
+        [(4, 3), (4, 2, 2)]
     """
     sizes = [batch_size * math.prod(shape) for shape in feature_shapes]
     flat = torch.rand(sum(sizes), generator=generator)
@@ -161,6 +185,37 @@ def _default_decay_filter(name: str, p: torch.Tensor) -> bool:
     return p.ndim >= 2
 
 
+# Parameter-free activations that act elementwise, so the feature-major layout of the "bmm"
+# engine does not change what they compute. Exact types only: a subclass may do anything.
+_ELEMENTWISE = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Mish, nn.Tanh, nn.Sigmoid,
+    nn.Softplus, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Identity,
+)
+
+
+def _bmm_plan(model: nn.Module) -> tuple[list[tuple[str, Any]], str | None]:
+    """The layers of a plain Sequential for the "bmm" engine, or the reason it does not apply.
+
+    Returns ``(plan, None)`` with plan entries ``("linear", (weight_name, bias_name or None))``,
+    ``("act", module)`` or ``("dropout", site_name)``; or ``([], reason)``.
+    """
+    if type(model) is not nn.Sequential:
+        return [], f"the model is a {type(model).__name__}, not a plain nn.Sequential"
+    plan: list[tuple[str, Any]] = []
+    for name, m in model.named_children():
+        if type(m) is nn.Linear:
+            plan.append(("linear", (f"{name}.weight", None if m.bias is None else f"{name}.bias")))
+        elif type(m) is RateDropout:
+            plan.append(("dropout", name))
+        elif type(m) in _ELEMENTWISE:
+            plan.append(("act", m))
+        else:
+            return [], f"layer {name!r} is a {type(m).__name__} (supported: Linear, dropout, elementwise activations)"
+    if not any(kind == "linear" for kind, _ in plan):
+        return [], "the model has no nn.Linear layer"
+    return plan, None
+
+
 class BatchedPath:
     """K copies of one model trained together, each with its own regularization strength.
 
@@ -182,11 +237,18 @@ class BatchedPath:
         decay_filter: ``(name, parameter) -> bool``: which parameters are decayed/penalized;
             default ``parameter.ndim >= 2``.
         dropout_seeds: seeds of the per-copy dropout generators (default ``seeds``).
+        engine: ``"auto"`` (``"bmm"`` when the model is a plain ``nn.Sequential`` of
+            ``nn.Linear``, elementwise activations and dropout; ``"vmap"`` otherwise), ``"bmm"``
+            (explicit batched matrix products; fails for other models) or ``"vmap"``
+            (``torch.func.vmap`` over ``functional_call``, any model). The chosen engine is the
+            attribute ``engine``; the two compute the same results to rounding. Under ``"bmm"``,
+            batches whose inputs are not ``(batch, features)`` still go through ``vmap``.
 
     Raises:
         ValueError: for an empty ``seeds``, a strength that is negative, not finite, or of the
-            wrong length, a rate outside ``[0, 1)``, an unknown ``optimizer`` or ``loss``, label
-            smoothing with ``loss="mse"``, or ``lr <= 0``.
+            wrong length, a rate outside ``[0, 1)``, an unknown ``optimizer``, ``loss`` or
+            ``engine``, ``engine="bmm"`` for a model it does not support, label smoothing with
+            ``loss="mse"``, or ``lr <= 0``.
 
     Example:
         >>> import torch
@@ -216,6 +278,7 @@ class BatchedPath:
         loss: str = "cross_entropy",
         decay_filter: Callable[[str, torch.Tensor], bool] | None = None,
         dropout_seeds: Sequence[int] | None = None,
+        engine: str = "auto",
     ) -> None:
         seeds = list(seeds)
         if not seeds or not all(isinstance(s, int) for s in seeds):
@@ -225,6 +288,8 @@ class BatchedPath:
             raise ValueError(f"optimizer must be 'adam' or 'sgd'; received optimizer={optimizer!r}")
         if loss not in ("cross_entropy", "mse"):
             raise ValueError(f"loss must be 'cross_entropy' or 'mse'; received loss={loss!r}")
+        if engine not in ("auto", "bmm", "vmap"):
+            raise ValueError(f"engine must be 'auto', 'bmm' or 'vmap'; received engine={engine!r}")
         if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
             raise ValueError(f"lr must be a finite number > 0; received lr={lr!r}")
         self.k = k
@@ -256,20 +321,42 @@ class BatchedPath:
         self.params, self.buffers = stack_module_state(models)
         self._sites = _dropout_sites(models[0])
         self._site_shapes: list[tuple[int, ...]] | None = None
+        self._noise: torch.Tensor | None = None
         self.generators = [torch.Generator().manual_seed(int(s)) for s in dropout_seeds]
         flt = decay_filter or _default_decay_filter
         self.decayed = [n for n, p in models[0].named_parameters() if flt(n, p)]
+        plan, reason = _bmm_plan(models[0])
+        if engine == "bmm" and reason is not None:
+            raise ValueError(f"engine='bmm' needs a plain Sequential of Linear/activation/dropout layers; {reason}")
+        self.engine = "vmap" if engine == "vmap" or reason is not None else "bmm"
+        self._plan = plan
         plist = list(self.params.values())
         if optimizer == "adam":
             self.optimizer: torch.optim.Optimizer = torch.optim.Adam(plist, lr=lr, betas=betas, eps=eps, fused=True)
         else:
             self.optimizer = torch.optim.SGD(plist, lr=lr, momentum=momentum)
+        # Per-copy strengths as broadcastable (K, 1, ...) views, and which parts of the step are
+        # needed at all, decided once here so that the step never syncs on a tensor value.
+        self._decay_factor = {
+            n: (1 - self.lr * self.weight_decay).view(self._shape(n)) for n in self.decayed
+        } if bool((self.weight_decay > 0).any()) else {}
+        self._l2 = {n: self.l2.view(self._shape(n)) for n in self.decayed} if bool((self.l2 > 0).any()) else {}
+        self._smoothing = bool((self.label_smoothing > 0).any())
+        self._refresh_rates()
         self.epoch = 0
         self.step = 0
 
     # ----------------------------------------------------------------------------------------
     def _shape(self, name: str) -> tuple[int, ...]:
         return (self.k,) + (1,) * (self.params[name].ndim - 1)
+
+    def _refresh_rates(self) -> None:
+        """Cache, per dropout site, its rates as ``(K, 1, 1)`` tensors and whether any is > 0."""
+        self._rates: dict[str, tuple[torch.Tensor, torch.Tensor] | None] = {}
+        for site in self._sites:
+            p = self.buffers[f"{site}.p"]
+            self._rates[site] = (p.view(-1, 1, 1), (1.0 / (1.0 - p)).view(-1, 1, 1)) if bool((p > 0).any()) else None
+        self._draw = any(r is not None for r in self._rates.values())
 
     def _probe(self, x: torch.Tensor) -> None:
         shapes: dict[str, tuple[int, ...]] = {}
@@ -289,19 +376,40 @@ class BatchedPath:
                 h.remove()
         self._site_shapes = [shapes[s] for s in self._sites]
 
+    def _draw_noise(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """This batch's noise per site, shape ``(K, batch, *features)``: copy ``k``'s rows are
+        :func:`draw_dropout_noise` with generator ``k`` (one draw per copy into one buffer)."""
+        shapes = self._feature_shapes(x)
+        b = x.shape[0]
+        sizes = [b * math.prod(shape) for shape in shapes]
+        total = sum(sizes)
+        if self._noise is None or self._noise.shape[1] != total:
+            self._noise = torch.empty(self.k, total)
+        noise = self._noise
+        for row, g in zip(noise, self.generators):
+            row.uniform_(generator=g)
+        return {
+            site: block.view(self.k, b, *shape)
+            for site, block, shape in zip(self._sites, noise.split(sizes, dim=1), shapes)
+        }
+
+    def _feature_shapes(self, x: torch.Tensor) -> list[tuple[int, ...]]:
+        if self._site_shapes is None:
+            self._probe(x)
+        return self._site_shapes  # type: ignore[return-value]
+
     def _forward(self, x: torch.Tensor, *, train: bool) -> torch.Tensor:
+        """Outputs of every copy, shape ``(K, batch, ...)``."""
+        noise = self._draw_noise(x) if train and self._draw else {}
+        if self.engine == "bmm" and x.ndim == 2:
+            return self._forward_bmm(x, noise, train=train)
         buffers = dict(self.buffers)
-        if train and self._sites:
-            if self._site_shapes is None:
-                self._probe(x)
-            if self.dropout is not None and not bool((self.dropout > 0).any()):
-                # every rate is 0: u >= 0 keeps everything, so no noise needs to be drawn
-                for site, shape in zip(self._sites, self._site_shapes):
-                    buffers[f"{site}.noise"] = torch.zeros(()).expand(self.k, x.shape[0], *shape)
-            else:
-                per_copy = [draw_dropout_noise(self._site_shapes, x.shape[0], g) for g in self.generators]
-                for j, site in enumerate(self._sites):
-                    buffers[f"{site}.noise"] = torch.stack([noise[j] for noise in per_copy])
+        for site, u in noise.items():
+            buffers[f"{site}.noise"] = u
+        if train and self._sites and not self._draw:
+            # every rate is 0: u >= 0 keeps everything, so no noise needs to be drawn
+            for site, shape in zip(self._sites, self._feature_shapes(x)):
+                buffers[f"{site}.noise"] = torch.zeros(()).expand(self.k, x.shape[0], *shape)
         self._base.train(train)
 
         def one(params, bufs, inp):
@@ -309,34 +417,77 @@ class BatchedPath:
 
         return vmap(one, in_dims=(0, 0, None))(self.params, buffers, x)
 
+    def _forward_bmm(self, x: torch.Tensor, noise: Mapping[str, torch.Tensor], *, train: bool) -> torch.Tensor:
+        """The "bmm" engine: activations feature-major, ``(K, features, batch)``.
+
+        Until the first Linear the activation is the shared ``(batch, features)`` input; the
+        first Linear multiplies it by all K weight matrices at once (one ``addmm`` over the
+        ``(K·out, in)`` stack), later ones use ``baddbmm``. Weight gradients therefore come out
+        contiguous in the ``(K, out, in)`` layout of the stacked parameters (no copies).
+        """
+        k = self.k
+        h = x  # shared (batch, features) until it becomes per-copy
+        shared = True
+        for kind, item in self._plan:
+            if kind == "linear":
+                w = self.params[item[0]]
+                bias = None if item[1] is None else self.params[item[1]]
+                if shared:
+                    w2 = w.view(-1, w.shape[-1])
+                    z = torch.mm(w2, h.t()) if bias is None else torch.addmm(bias.view(-1, 1), w2, h.t())
+                    h = z.view(k, w.shape[1], -1)
+                    shared = False
+                else:
+                    h = torch.bmm(w, h) if bias is None else torch.baddbmm(bias.unsqueeze(-1), w, h)
+            elif kind == "act":
+                h = item(h)
+            elif train:
+                rates = self._rates[item]
+                if rates is None:
+                    continue  # every copy's rate is 0 at this site: the identity
+                if shared:
+                    h = h.t().unsqueeze(0).expand(k, -1, -1)
+                    shared = False
+                p, scale = rates
+                # the same mask values as RateDropout: 1[u >= p] / (1 - p)
+                h = h * ((noise[item].transpose(1, 2) >= p) * scale)
+        if shared:
+            h = h.t().unsqueeze(0).expand(k, -1, -1)
+        return h.transpose(1, 2)
+
     def _losses(self, out: torch.Tensor, y: torch.Tensor, *, smoothing: bool) -> torch.Tensor:
         """Per-copy mean loss, shape ``(K,)``."""
         if self.loss == "mse":
             return (out - y.unsqueeze(0)).pow(2).flatten(1).mean(1)
         logp = torch.log_softmax(out, dim=-1)
         nll = -logp.gather(-1, y.view(1, -1, 1).expand(self.k, -1, 1)).squeeze(-1).mean(1)
-        if not smoothing:
+        if not (smoothing and self._smoothing):
             return nll
         uniform = -logp.mean(-1).mean(1)
         eps = self.label_smoothing
         return (1 - eps) * nll + eps * uniform
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """One optimizer step of every copy on the batch ``(x, y)``; returns the K data losses."""
+        """One optimizer step of every copy on the batch ``(x, y)``; returns the K data losses.
+
+        The coupled L2 gradient ``λ·w`` is added to the gradient after the backward pass (what
+        the ``λ/2·Σw²`` term would contribute, as ``torch.optim.Adam(weight_decay=λ)`` does), and
+        the decoupled decay multiplies the weights before the optimizer step: one in-place op
+        per stacked tensor, never a loop over the copies.
+        """
         out = self._forward(x, train=True)
         losses = self._losses(out, y, smoothing=True)
-        total = losses.sum()
-        if bool((self.l2 > 0).any()):
-            for name in self.decayed:
-                p = self.params[name]
-                total = total + (self.l2 / 2 * p.pow(2).flatten(1).sum(1)).sum()
         self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        if bool((self.weight_decay > 0).any()):
-            with torch.no_grad():
-                for name in self.decayed:
-                    p = self.params[name]
-                    p.mul_(1 - self.lr * self.weight_decay.view(self._shape(name)))
+        losses.sum().backward()
+        with torch.no_grad():
+            for name, lam in self._l2.items():
+                p = self.params[name]
+                if p.grad is None:  # not used by the forward pass: the penalty's gradient alone
+                    p.grad = p * lam
+                else:
+                    p.grad.addcmul_(p, lam)
+            for name, factor in self._decay_factor.items():
+                self.params[name].mul_(factor)
         self.optimizer.step()
         self.step += 1
         return losses.detach()
@@ -475,8 +626,12 @@ class BatchedPath:
             raise ValueError(f"state_dict holds {len(state['generators'])} generators; this path has {self.k} copies")
         for g, s in zip(self.generators, state["generators"]):
             g.set_state(s)
+        self._refresh_rates()
         self.epoch = int(state["epoch"])
         self.step = int(state["step"])
 
     def __repr__(self) -> str:
-        return f"BatchedPath(k={self.k}, optimizer={self.optimizer_name!r}, loss={self.loss!r}, sites={len(self._sites)})"
+        return (
+            f"BatchedPath(k={self.k}, engine={self.engine!r}, optimizer={self.optimizer_name!r}, "
+            f"loss={self.loss!r}, sites={len(self._sites)})"
+        )
