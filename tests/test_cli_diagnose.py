@@ -142,7 +142,7 @@ epoch,step,train_loss_epoch,train_loss_step,val_loss
 def test_diagnose_real_lightning_csvlogger_file(tmp_path, capsys):
     path = tmp_path / "metrics.csv"
     path.write_text(LIGHTNING_METRICS_CSV)
-    from reglab.diagnose import read_curves
+    from reglab.diagnosis import read_curves
 
     curves = read_curves(path)
     assert (curves["train_key"], curves["val_key"]) == ("train_loss_epoch", "val_loss")

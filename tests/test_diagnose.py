@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from reglab.data import TensorLoader, load_digits, make_polynomial
-from reglab.diagnose import Diagnosis, diagnose, read_curves
+from reglab.diagnosis import Diagnosis, diagnose, read_curves
 from reglab.loop import History, fit
 
 LN10 = math.log(10)
@@ -275,10 +275,22 @@ def test_read_curves_keras_json_and_errors(tmp_path):
     assert read_curves(h.save(tmp_path / "c.json"), train_key="tl", val_key="vl")["val_loss"] == [2.0]
 
 
-def test_reglab_diagnose_is_callable_after_importing_the_module():
+def test_reglab_diagnose_is_the_function_after_importing_its_module():
     import reglab
-    import reglab.diagnose as diagnose_module
+    import reglab.diagnosis  # noqa: F401
 
     train, val = _healthy()
-    assert callable(reglab.diagnose) and callable(diagnose_module)
+    assert reglab.diagnose is diagnose
     assert reglab.diagnose(train, val, baseline_loss=LN10).to_dict() == diagnose(train, val, baseline_loss=LN10).to_dict()
+
+
+def test_rising_validation_loss_below_training_loss_is_not_overfitting():
+    # a high-bias model: training loss stays far above validation loss while the validation
+    # loss wanders up after its first epochs; the training loss is most of the baseline's
+    train = [60.0, 45.0, 42.0, 41.5, 41.2, 41.1, 41.0, 41.0, 41.0, 41.0, 41.0, 41.0]
+    val = [13.0, 12.0, 12.2, 12.6, 13.0, 13.4, 13.8, 14.0, 14.2, 14.4, 14.5, 14.5]
+    d = diagnose(train, val, baseline_loss=60.0)
+    assert d.regime == "underfitting" and d.rule == "train_loss_high"
+    # the same validation curve above a low training loss is overfitting
+    low = [t / 20 for t in train]
+    assert diagnose(low, val, baseline_loss=60.0).regime == "overfitting"

@@ -20,14 +20,11 @@ def test_book_claims_hold(result):
     assert sum(te) > sum(tr) and checks[3].passed
 
 
-def test_line_diagnosis_is_reported_as_reglab_diagnose_gives_it(result):
-    # the criterion: the line is diagnosed as underfitting in every seed; reglab.diagnose
-    # sees the line's validation loss rise after its first epochs in some seeds and may call that
-    # overfitting, so the check's verdict is asserted to match the diagnoses, whatever they are
+def test_line_is_diagnosed_as_underfitting_in_every_seed(result):
+    # the criterion; the check in the report must agree with the diagnoses
     regimes = result.metrics["diagnosis"]["1"]
-    assert "underfitting" in regimes
-    assert result.checks[2].passed == all(r == "underfitting" for r in regimes)
-    assert ", ".join(regimes) in result.checks[2].measured
+    assert regimes and all(r == "underfitting" for r in regimes), regimes
+    assert result.checks[2].passed
 
 
 def test_degree_3_reaches_the_noise_floor(result):

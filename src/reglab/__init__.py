@@ -98,11 +98,11 @@ _LAZY.update(
 # --- diagnosis, monitors, lint ------------------------------------------------------------
 _LAZY.update(
     {
-        "diagnose": ("reglab.diagnose", "diagnose"),
-        "Diagnosis": ("reglab.diagnose", "Diagnosis"),
+        "diagnose": ("reglab.diagnosis", "diagnose"),
+        "Diagnosis": ("reglab.diagnosis", "Diagnosis"),
         "monitors": ("reglab.monitors", None),
-        "lint": ("reglab.lint", "lint"),
-        "Finding": ("reglab.lint", "Finding"),
+        "lint": ("reglab.linting", "lint"),
+        "Finding": ("reglab.linting", "Finding"),
     }
 )
 
@@ -115,6 +115,14 @@ _LAZY.update(
         "ParamSpec": ("reglab.sweep", "ParamSpec"),
         "BatchedPath": ("reglab.batched", "BatchedPath"),
         "RateDropout": ("reglab.batched", "RateDropout"),
+    }
+)
+
+# --- reproductions ------------------------------------------------------------------------
+_LAZY.update(
+    {
+        "run_repro": ("reglab.recipes._repro", "run_repro"),
+        "available_repros": ("reglab.recipes._repro", "available"),
     }
 )
 

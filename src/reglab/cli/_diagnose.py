@@ -22,7 +22,7 @@ def diagnose_command(
     as_json: bool = typer.Option(False, "--json", help="Print the diagnosis as JSON instead of a table."),
 ) -> None:
     """Tell whether a run underfits, fits well or overfits, with the evidence and advice."""
-    from reglab.diagnose import diagnose, read_curves
+    from reglab.diagnosis import diagnose, read_curves
 
     if not history.is_file():
         fail(f"HISTORY must be an existing file; received history={str(history)!r}")

@@ -28,7 +28,7 @@ def lint_command(
 
     if setting not in digits.SETTINGS:
         fail(f"unknown setting {setting!r} in target={target!r}; choose from {', '.join(digits.SETTINGS)}")
-    from reglab.lint import lint
+    from reglab.linting import lint
 
     model, optimizer, loss_fn, example = digits.build(setting, seed, None)
     findings = lint(model, optimizer, loss_fn, example)

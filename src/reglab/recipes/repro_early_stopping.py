@@ -85,7 +85,7 @@ def run(*, fast: bool = False, seeds: int | None = None, progress=None) -> Repro
         seeds: number of seeds (overrides the default).
         progress: optional ``progress(completed, total, description)`` sink (one unit per epoch).
     """
-    from reglab.diagnose import diagnose
+    from reglab.diagnosis import diagnose
 
     n_seeds = seeds or (3 if fast else 5)
     epochs = 40 if fast else 150
@@ -197,5 +197,5 @@ RECIPE = Repro(
     title="Early stopping under label noise",
     order=70,
     run=run,
-    requires=("reglab.stopping", "reglab.diagnose"),
+    requires=("reglab.stopping", "reglab.diagnosis"),
 )

@@ -10,7 +10,7 @@ or 1500 epochs for degree 20:
 * degree 1 (a line) cannot represent the cubic: training error stays high (underfitting);
 * degree 20 has more capacity than the data supports: its test error exceeds its training error.
 
-The fit regime of each model is diagnosed from its curves with :func:`reglab.diagnose.diagnose`.
+The fit regime of each model is diagnosed from its curves with :func:`reglab.diagnosis.diagnose`.
 The book also counts monomials: with ``k`` variables there are ``C(k − 1 + d, k − 1)`` monomials
 of degree exactly ``d``, which is why capacity grows so fast with degree in several dimensions.
 """
@@ -78,7 +78,7 @@ def train_degree(data: RegressionData, degree: int, seed: int, epochs: int) -> d
 
 
 def _diagnose(train: list[float], test: list[float], baseline: float) -> tuple[str, str]:
-    from reglab.diagnose import diagnose
+    from reglab.diagnosis import diagnose
 
     d = diagnose(train, test, baseline_loss=baseline)
     advice = d.advice if isinstance(d.advice, str) else "; ".join(map(str, d.advice))
@@ -221,5 +221,5 @@ RECIPE = Repro(
     title="Polynomial capacity: underfitting and overfitting (D2L)",
     order=20,
     run=run,
-    requires=("reglab.diagnose",),
+    requires=("reglab.diagnosis",),
 )

@@ -4,7 +4,7 @@ Training and validation loss of every complete trial are drawn against the swept
 axis when the range is log-scaled), the best value is marked, and the two sides of the curve are
 labelled: less regularization than the best is the *overfitting* side (small training loss,
 large gap), more is the *underfitting* side (both losses high). Each trial's own curves are
-classified with :func:`reglab.diagnose.diagnose` when that module is available, and the report
+classified with :func:`reglab.diagnosis.diagnose` when that module is available, and the report
 says how many trials on each side it found overfitting or underfitting.
 """
 
@@ -26,7 +26,7 @@ def regimes(rows: list[dict[str, Any]]) -> dict[int, str]:
     get no entry.
     """
     try:
-        from reglab.diagnose import diagnose
+        from reglab.diagnosis import diagnose
     except Exception:  # the diagnosis module is optional for a sweep report
         return {}
     out: dict[int, str] = {}

@@ -19,7 +19,9 @@ is the epoch of the lowest *smoothed* validation loss. The rules are tried in th
 2. **overfitting, validation loss rising** — the smoothed validation loss ends at least
    ``RISE_REL = 10 %`` above its minimum *and* at least ``3 · noise`` above it, and the training
    loss did not rise after the best epoch (a rising training loss means unstable optimization,
-   not overfitting). This is the classic early-stopping signal (Prechelt, "Early Stopping — But
+   not overfitting), and the final validation loss lies above the training loss (a model whose
+   training loss is still the higher one cannot be fitting its training set too well: a
+   high-bias model on a small, noisy validation split can see its validation loss wander up). This is the classic early-stopping signal (Prechelt, "Early Stopping — But
    When?", 1998, uses the same "generalization loss" ``100·(E_va/E_opt − 1)``; 10 % is a
    conservative value of his GL threshold family, large enough that noise rarely reaches it).
 3. **overfitting, widening gap** — the validation loss has not (yet) risen, but the final gap
@@ -62,8 +64,6 @@ import csv
 import json
 import math
 import statistics
-import sys
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -346,7 +346,12 @@ def diagnose(
     }
     advice: list[str] = []
 
-    if rise >= RISE_REL * abs(vs[best]) and rise >= RISE_NOISE * noise and train_change <= 0.02 * abs(ts[best]) + noise:
+    if (
+        rise >= RISE_REL * abs(vs[best])
+        and rise >= RISE_NOISE * noise
+        and train_change <= 0.02 * abs(ts[best]) + noise
+        and gaps[-1] > 0
+    ):
         regime, rule = "overfitting", "val_loss_rising"
         advice.append(
             f"validation loss rose for {after} epochs after epoch {best_epoch} "
@@ -559,15 +564,3 @@ def read_curves(
         "train_key": tk,
         "val_key": vk,
     }
-
-
-class _CallableModule(types.ModuleType):
-    """``import reglab.diagnose`` binds the *module* to ``reglab.diagnose``, hiding the function of the
-    same name that ``reglab.diagnose`` exposes; calling the module calls the function, so
-    ``reglab.diagnose(...)`` works in both cases."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return diagnose(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

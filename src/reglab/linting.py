@@ -37,8 +37,6 @@ same number is the L2 gradient ``λ·w`` of the penalty ``λ/2·Σw²``.
 
 from __future__ import annotations
 
-import sys
-import types
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
@@ -434,15 +432,3 @@ def lint(
 
     order = {s: i for i, s in enumerate(SEVERITIES)}
     return sorted(findings, key=lambda f: (order[f.severity], f.id))
-
-
-class _CallableModule(types.ModuleType):
-    """``import reglab.lint`` binds the *module* to ``reglab.lint``, hiding the function of the
-    same name that ``reglab.lint`` exposes; calling the module calls the function, so
-    ``reglab.lint(...)`` works in both cases."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return lint(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
