@@ -4,7 +4,10 @@ import itertools
 
 import pytest
 
-from reglab.recipes.repro_polynomial import TRUE, monomial_count, run
+import torch
+
+from reglab.data import make_polynomial
+from reglab.recipes.repro_polynomial import TRUE, least_squares, monomial_count, run
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +35,15 @@ def test_degree_3_reaches_the_noise_floor(result):
     for mse in result.metrics["test_mse"]["3"]:
         assert 0.005 < mse < 0.02
     assert len(result.metrics["weights"]["3"][0]) == len(TRUE)
+
+
+def test_least_squares_is_the_reference_sgd_approaches(result):
+    # the exact minimiser on the same 100 points sits near the true cubic; SGD's weights sit near it
+    data = make_polynomial(max_degree=20, coefficients=TRUE, noise_std=0.1, seed=0)
+    w = least_squares(data, 3)
+    assert float((w - torch.tensor(TRUE)).abs().max()) < 0.1
+    for ls_err, sgd_err in zip(result.metrics["least_squares_error_degree3"], result.metrics["coefficient_error_degree3"]):
+        assert max(ls_err) < 0.1 and abs(max(sgd_err) - max(ls_err)) < 0.05
 
 
 @pytest.mark.parametrize("k, d", [(1, 5), (2, 3), (3, 4), (4, 2), (5, 3)])

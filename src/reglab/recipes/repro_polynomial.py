@@ -27,7 +27,7 @@ from reglab.data import RegressionData, TensorLoader, make_polynomial
 from reglab.loop import fit
 from reglab.recipes._repro import Check, Plot, Repro, ReproResult, Table, Ticker, fmt, mean_std, pm
 
-__all__ = ["RECIPE", "monomial_count", "run", "train_degree"]
+__all__ = ["RECIPE", "least_squares", "monomial_count", "run", "train_degree"]
 
 TRUE = (5.0, 1.2, -3.4, 5.6)
 LR, BATCH = 0.01, 10
@@ -77,6 +77,12 @@ def train_degree(data: RegressionData, degree: int, seed: int, epochs: int) -> d
     }
 
 
+def least_squares(data: RegressionData, degree: int) -> torch.Tensor:
+    """The exact least-squares weights of degree ``degree`` on the training split (float64 solve)."""
+    x = data.train.x[:, : degree + 1].double()
+    return torch.linalg.lstsq(x, data.train.y.double()).solution.flatten().float()
+
+
 def _diagnose(train: list[float], test: list[float], baseline: float) -> tuple[str, str]:
     from reglab.diagnosis import diagnose
 
@@ -99,8 +105,10 @@ def run(*, fast: bool = False, seeds: int | None = None, progress=None) -> Repro
     regimes: dict[int, list[str]] = {deg: [] for deg in EPOCHS}
     advice: dict[int, str] = {}
     baselines = []
+    data_of: list[RegressionData] = []
     for seed in range(n_seeds):
         data = make_polynomial(max_degree=20, coefficients=TRUE, noise_std=0.1, seed=seed)
+        data_of.append(data)
         # the loss of the best constant predictor: the scale against which "high" loss is judged
         baseline = float(((data.train.y - data.train.y.mean()) ** 2).mean())
         baselines.append(baseline)
@@ -117,6 +125,10 @@ def run(*, fast: bool = False, seeds: int | None = None, progress=None) -> Repro
 
     w3 = torch.tensor([f["w"] for f in fits[3]])
     err3 = (w3 - torch.tensor(TRUE)).abs()
+    # the least-squares fit of the same 100 points: the point SGD converges to given enough steps
+    ls3 = torch.stack([least_squares(data_of[seed], 3) for seed in range(n_seeds)])
+    err_ls3 = (ls3 - torch.tensor(TRUE)).abs()
+    worst = [seed for seed in range(n_seeds) if float(err3[seed].max()) >= 0.2]
     tr1, te1 = final(1, "train_loss"), final(1, "test_loss")
     tr20, te20 = final(20, "train_loss"), final(20, "test_loss")
     checks = [
@@ -174,8 +186,9 @@ def run(*, fast: bool = False, seeds: int | None = None, progress=None) -> Repro
         ),
         Table(
             "Degree-3 coefficients (mean ± std over seeds)",
-            ["coefficient", "true", "learned"],
-            [[f"w{i}", TRUE[i], pm(w3[:, i].tolist(), 4)] for i in range(4)],
+            ["coefficient", "true", "learned (SGD)", "least squares"],
+            [[f"w{i}", TRUE[i], pm(w3[:, i].tolist(), 4), pm(ls3[:, i].tolist(), 4)] for i in range(4)],
+            note="Least squares: the exact minimiser of the training MSE on the same points, which SGD approaches.",
         ),
         Table(
             "Monomials of degree d in k variables: C(k−1+d, k−1)",
@@ -185,9 +198,27 @@ def run(*, fast: bool = False, seeds: int | None = None, progress=None) -> Repro
             "with 20 variables degree 3 alone has 1540.",
         ),
     ]
+    if worst:
+        recovery = (
+            f"Degree 3 recovers the generating coefficients within 0.2 in {n_seeds - len(worst)} of {n_seeds} seeds; "
+            + "; ".join(
+                f"in seed {seed} the SGD weights are off by {float(err3[seed].max()):.3f} while the least-squares fit of the "
+                f"same 100 points is off by only {float(err_ls3[seed].max()):.3f} (largest |x| in that sample "
+                f"{float(data_of[seed].train.x[:, 1].abs().max()):.2f})"
+                for seed in worst
+            )
+            + ". That is not a wrong setup but the book's fixed budget: with few large |x| the x³/3! feature is "
+            "tiny, its weight gets tiny gradients, and 400 epochs of SGD at lr 0.01 have not converged along that "
+            "direction (trained 10× longer it reaches the least-squares weights). The book's single sample gets within "
+            "about 0.06; over seeds the 0.2 threshold is not met by every sample."
+        )
+    else:
+        recovery = (
+            f"Degree 3 recovers the generating coefficients (largest error {float(err3.max()):.3f}; least squares on "
+            f"the same points {float(err_ls3.max()):.3f}) and both errors reach the noise floor."
+        )
     diagnosis = (
-        f"Degree 3 recovers the generating coefficients (largest error {float(err3.max()):.3f}) and both errors "
-        f"reach the noise floor. The line underfits: train MSE {pm(tr1)}, diagnosed '{regimes[1][0]}'. "
+        recovery + f" The line underfits: train MSE {pm(tr1)}, diagnosed {', '.join(regimes[1])}. "
         f"Degree 20 ends with test MSE {pm(te20)} above its train MSE {pm(tr20)}; with the x^i/i! scaling "
         "the high-order weights get tiny gradients, so SGD overfits only mildly in 1500 epochs, as in the book."
     )
@@ -212,6 +243,7 @@ def run(*, fast: bool = False, seeds: int | None = None, progress=None) -> Repro
             "diagnosis": {str(deg): regimes[deg] for deg in EPOCHS},
             "constant_predictor_mse": baselines,
             "coefficient_error_degree3": err3.tolist(),
+            "least_squares_error_degree3": err_ls3.tolist(),
         },
     )
 
