@@ -367,9 +367,10 @@ class Checkpointer:
     Raises:
         ValueError: for ``every < 1`` or ``keep < 1``.
 
-    Example:
-        >>> ckpt = Checkpointer("runs/ckpt", every=2, keep=3)   # doctest: +SKIP
-        >>> reglab.fit(model, loader, ..., epochs=50, callbacks=[ckpt], resume="runs/ckpt")  # doctest: +SKIP
+    Example (with a model and data of your own; rerunning the same command resumes)::
+
+            ckpt = Checkpointer("runs/ckpt", every=2, keep=3)
+            reglab.fit(model, loader, ..., epochs=50, callbacks=[ckpt], resume="runs/ckpt")
     """
 
     def __init__(self, directory: str | os.PathLike, every: int = 1, keep: int | None = 2) -> None:

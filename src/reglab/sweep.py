@@ -991,8 +991,8 @@ def sweep(
 
     Example:
         >>> result = sweep("regression", ["weight_decay=log:1e-3..1e2"], trials=4, storage="memory",
-        ...                config={"epochs": 5}, seed=0)                     # doctest: +SKIP
-        >>> sorted(result.best_params)                                       # doctest: +SKIP
+        ...                config={"epochs": 5}, seed=0)
+        >>> sorted(result.best_params)
         ['weight_decay']
     """
     _check_int("trials", trials, 1)

@@ -43,12 +43,13 @@ class BestWeightsEarlyStopping(Callback):
         ValueError: for bad arguments (from :class:`reglab.EarlyStopping`).
         KeyError: during ``fit``, if ``monitor`` is not among the logged metrics.
 
-    Example:
-        >>> from reglab.integrations.lightning import BestWeightsEarlyStopping
-        >>> cb = BestWeightsEarlyStopping(monitor="val_loss", patience=3)
-        >>> trainer = pl.Trainer(max_epochs=50, callbacks=[cb])   # doctest: +SKIP
-        >>> trainer.fit(module, train_loader, val_loader)         # doctest: +SKIP
-        >>> cb.stopper.best_epoch, cb.stopper.reason              # doctest: +SKIP
+    Example (with a model, data and trainer of your own)::
+
+            from reglab.integrations.lightning import BestWeightsEarlyStopping
+            cb = BestWeightsEarlyStopping(monitor="val_loss", patience=3)
+            trainer = pl.Trainer(max_epochs=50, callbacks=[cb])
+            trainer.fit(module, train_loader, val_loader)
+            cb.stopper.best_epoch, cb.stopper.reason
     """
 
     def __init__(

@@ -39,11 +39,12 @@ class BestWeightsEarlyStopping(TrainerCallback):
         ValueError: for bad arguments; at ``on_train_begin`` if ``args.eval_strategy`` is ``"no"``.
         KeyError: at an evaluation that lacks ``monitor``.
 
-    Example:
-        >>> from reglab.integrations.transformers import BestWeightsEarlyStopping
-        >>> cb = BestWeightsEarlyStopping(monitor="eval_loss", patience=3)
-        >>> trainer = Trainer(model, args, train_dataset=tr, eval_dataset=ev, callbacks=[cb])  # doctest: +SKIP
-        >>> trainer.train()   # stops early; trainer.model now holds the best evaluation's weights  # doctest: +SKIP
+    Example (with a model, data and trainer of your own)::
+
+            from reglab.integrations.transformers import BestWeightsEarlyStopping
+            cb = BestWeightsEarlyStopping(monitor="eval_loss", patience=3)
+            trainer = Trainer(model, args, train_dataset=tr, eval_dataset=ev, callbacks=[cb])
+            trainer.train()   # stops early; trainer.model now holds the best evaluation's weights
     """
 
     def __init__(
