@@ -90,3 +90,11 @@ def test_cli_writes_report_results_and_histories(tmp_path, capsys):
     assert [row["setting"] for row in data["summary"]] == ["none", "label_smoothing"]
     assert sorted(p.name for p in (tmp_path / "histories").iterdir()) == [
         "label_smoothing-seed0.csv", "none-seed0.csv"]
+
+
+def test_augmentation_setting_trains_on_transformed_images():
+    # same data, seed and model: only the augmentation differs, so the training curve must differ
+    cfg = DemoConfig(settings=("none", "augmentation"), seeds=1, epochs=2, n_train=100, n_val=50)
+    plain, augmented = run_one("none", 0, cfg), run_one("augmentation", 0, cfg)
+    assert plain.history["train_loss_running"] != augmented.history["train_loss_running"]
+    assert "augmentation" not in DemoConfig().settings  # opt-in: keeps the default demo short

@@ -15,8 +15,8 @@ from rich.table import Table
 from reglab.cli._app import app, fail
 
 _SETTINGS_HELP = (
-    "Comma-separated settings to compare (default: all): none, l2, weight_decay, dropout, "
-    "label_smoothing, early_stopping, combined."
+    "Comma-separated settings to compare (default: none, l2, weight_decay, dropout, "
+    "label_smoothing, early_stopping, combined; also available: augmentation)."
 )
 
 

@@ -45,6 +45,7 @@ class Setting:
     dropout: float = 0.0  # rate of the dropout after each hidden layer
     label_smoothing: float = 0.0  # ε of the smoothed targets (1−ε)·onehot + ε/K
     patience: int | None = None  # early stopping on validation loss, best weights restored
+    augment: bool = False  # random shifts, small rotations/zooms and erasing of the training images
     explanation: str = ""
     formula: str = ""
 
@@ -109,15 +110,35 @@ SETTINGS: dict[str, Setting] = {
             "stopping on validation loss with the best weights restored.",
             formula="dropout p = 0.5; w ← w − lr·λ·w, λ = 1; stop after 10 epochs without improvement",
         ),
+        Setting(
+            "augmentation",
+            "Image augmentation",
+            augment=True,
+            explanation="Each training image is shifted by up to one pixel, rotated by up to 10° and "
+            "zoomed by up to 10%, and sometimes has a small patch erased (reglab.augment.image."
+            "default_policy), so the network never sees exactly the same input twice.",
+            formula="minimize E_{t~T} L(w; t(x), y) over random transformations T",
+        ),
     )
 }
+
+#: The settings ``reglab demo`` runs unless told otherwise (augmentation is opt-in: --settings).
+DEFAULT_SETTINGS: tuple[str, ...] = (
+    "none",
+    "l2",
+    "weight_decay",
+    "dropout",
+    "label_smoothing",
+    "early_stopping",
+    "combined",
+)
 
 
 @dataclass(frozen=True)
 class DemoConfig:
     """Size of the demo experiment. :meth:`validate` reports every bad field at once."""
 
-    settings: tuple[str, ...] = tuple(SETTINGS)
+    settings: tuple[str, ...] = DEFAULT_SETTINGS
     seeds: int = 3
     noise: float = 0.2
     epochs: int = 100
@@ -227,13 +248,19 @@ def run_one(
         callbacks.append(Penalty(l2=s.l2).callback(model))
     if s.patience is not None:
         callbacks.append(EarlyStopping(monitor="val_loss", patience=s.patience, restore_best=True))
+    train_loader: Any = TensorLoader(data.train.x, data.train.y, batch_size=config.batch_size, shuffle=True, seed=seed)
+    if s.augment:
+        from reglab.augment import Augmented
+        from reglab.augment.image import default_policy
+
+        train_loader = Augmented(train_loader, default_policy((8, 8)), seed=seed)
     big = 4096
     train_eval = TensorLoader(data.train.x, data.train.y, batch_size=big)
     val = TensorLoader(data.val.x, data.val.y, batch_size=big)
     test = TensorLoader(data.test.x, data.test.y, batch_size=big)
     history = fit(
         model,
-        TensorLoader(data.train.x, data.train.y, batch_size=config.batch_size, shuffle=True, seed=seed),
+        train_loader,
         optimizer=optimizer,
         loss_fn=loss_fn,
         eval_loss_fn=nn.functional.cross_entropy,
