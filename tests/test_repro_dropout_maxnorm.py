@@ -27,3 +27,17 @@ def test_outcome_follows_the_paper_criterion_and_max_norm_binds(result):
         errors = result.metrics["test_error"][s]
         assert len(errors) == 5 and all(0 <= e < 0.2 for e in errors)  # every setting learns digits
     assert result.passed == all(c.passed for c in checks)
+
+
+
+def test_optimizer_arguments_reach_sgd():
+    # lr = 0 leaves the initial weights: the row norms are those of a freshly seeded model
+    from reglab.data import load_digits
+
+    data = load_digits(n_train=100, n_val=50, seed=0)
+    frozen = train("none", 0, data, epochs=1, hidden=32, lr=0.0, momentum=0.95)
+    torch.manual_seed(0)
+    init = max(float(m.weight.detach().norm(dim=1).max()) for m in make_model(32) if isinstance(m, torch.nn.Linear))
+    assert frozen["max_row_norm"] == pytest.approx(init)
+    moved = train("none", 0, data, epochs=1, hidden=32, lr=0.5, momentum=0.95)
+    assert moved["max_row_norm"] != pytest.approx(init)

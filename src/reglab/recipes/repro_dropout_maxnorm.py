@@ -46,8 +46,13 @@ def make_model(hidden: int = 512) -> nn.Sequential:
     )
 
 
-def train(setting: str, seed: int, data, *, epochs: int, hidden: int = 512) -> dict[str, Any]:
-    """Train one setting; returns the final test error and the per-epoch history columns."""
+def train(setting: str, seed: int, data, *, epochs: int, hidden: int = 512,
+          lr: float = 0.05, momentum: float = 0.9) -> dict[str, Any]:
+    """Train one setting; returns the final test error and the per-epoch history columns.
+
+    ``lr`` and ``momentum`` are those of the SGD optimizer (PyTorch convention, no dampening);
+    the paper's regime for max-norm nets is ``momentum`` 0.95-0.99 with a much larger ``lr``.
+    """
     from reglab.penalties import Penalty
     from reglab.stochastic import MaxNorm, set_dropout
 
@@ -64,7 +69,7 @@ def train(setting: str, seed: int, data, *, epochs: int, hidden: int = 512) -> d
     if setting == "l2":
         callbacks.append(Penalty(l2=1e-3).callback(model))
     big = 4096
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     # the paper decays the learning rate over training; here a cosine schedule to 0, per epoch
     callbacks.append(LRScheduler(torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)))
     history = fit(
@@ -134,8 +139,12 @@ def run(*, fast: bool = False, seeds: int | None = None, progress=None) -> Repro
         f"unregularized and the L2-only network. Digits has {n_train} training images, so one test image is "
         f"{100 / (1797 - n_train - 300):.2f} points: differences under about half a point are within seed-to-seed noise. "
         f"Max-norm at c = 3 only binds when a unit's incoming weights grow past norm 3 (largest row norm without it: "
-        f"{max(r['max_row_norm'] for r in runs['none']):.2f}); the paper pairs it with learning rates large enough "
-        "to make it bind."
+        f"{max(r['max_row_norm'] for r in runs['none']):.2f}). The paper pairs max-norm with momentum 0.95-0.99 and a "
+        "learning rate 10-100 times that of a standard net (its Appendix A.2-A.3), and trains for thousands of epochs. "
+        "Tried on digits (3 seeds, 60 epochs, train(..., lr=0.1, momentum=0.95), four times this run's step): max-norm "
+        "binds and max-norm alone reaches 1.9 % (2.0, 2.2, 1.6), but the dropout nets do not converge in that budget "
+        "(dropout + max-norm 15-66 %, training loss rising before the cosine decay brings it back), so all five "
+        "settings keep one optimizer that trains every one of them within 60 epochs."
     )
     return ReproResult(
         name="dropout_maxnorm",
