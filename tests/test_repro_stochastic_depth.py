@@ -38,3 +38,9 @@ def test_active_blocks_and_reported_outcome(result):
     err_b, err_s = m["test_error_baseline"], m["test_error_stochastic"]
     assert len(err_b) == 5 and max(err_b + err_s) < 0.1
     assert result.checks[2].passed == (sum(err_s) / 5 <= sum(err_b) / 5 + 0.005)
+
+
+def test_lr_schedule_steps_down_at_half_and_three_quarters():
+    from reglab.recipes.repro_stochastic_depth import lr_factor
+
+    assert [lr_factor(e, 8) for e in range(8)] == [1.0] * 4 + [0.1] * 2 + [0.01] * 2
