@@ -209,7 +209,7 @@ def run(*, fast: bool = False, seeds: int | None = None, progress=None) -> Repro
             )
             + ". That is not a wrong setup but the book's fixed budget: with few large |x| the x³/3! feature is "
             "tiny, its weight gets tiny gradients, and 400 epochs of SGD at lr 0.01 have not converged along that "
-            "direction (trained 10× longer it reaches the least-squares weights). The book's single sample gets within "
+            "direction (for seed 2, 4000 epochs reach the least-squares weights). The book's single sample gets within "
             "about 0.06; over seeds the 0.2 threshold is not met by every sample."
         )
     else:
