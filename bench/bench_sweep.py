@@ -34,7 +34,6 @@ from _common import machine, write_section  # noqa: E402
 
 from reglab.batched import BatchedPath  # noqa: E402
 from reglab.data import TensorLoader, load_digits  # noqa: E402
-from reglab.loop import fit  # noqa: E402
 from reglab.recipes.digits import make_model  # noqa: E402
 from reglab.sweep import RECIPES, ridge_validation_curve, sweep  # noqa: E402
 

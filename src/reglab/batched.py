@@ -557,7 +557,6 @@ class BatchedPath:
         for _ in range(epochs):
             t0 = time.perf_counter()
             loss_sum = torch.zeros(self.k)
-            correct = torch.zeros(self.k)
             n_seen = 0
             for x, y in train_data:
                 losses = self.train_step(x, y)

@@ -28,12 +28,14 @@ from __future__ import annotations
 import math
 import warnings
 import weakref
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from reglab._loaders import SeededWrapper
 
 __all__ = [
     "CutMix",
@@ -345,7 +347,7 @@ class CutMix:
         return f"CutMix(num_classes={self.num_classes}, alpha={self.alpha:g}, image_size={self.image_size})"
 
 
-class SoftTargets:
+class SoftTargets(SeededWrapper):
     """Wrap a loader of ``(x, class_index)`` batches; yield ``(x, soft_targets)``, mixed then smoothed.
 
     This is the one place that smooths: each batch's targets become one-hot, are optionally mixed
@@ -437,16 +439,3 @@ class SoftTargets:
             x, soft = self.transform(batch[0], batch[1])
             yield (x, soft, *batch[2:])
 
-    def __len__(self) -> int:
-        return len(self.data)  # type: ignore[arg-type]
-
-    def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"generator": self.generator.get_state()}
-        if hasattr(self.data, "state_dict"):
-            state["data"] = self.data.state_dict()
-        return state
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
-        if "data" in state and hasattr(self.data, "load_state_dict"):
-            self.data.load_state_dict(state["data"])

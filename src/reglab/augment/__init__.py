@@ -15,17 +15,18 @@ the object is built or the function called.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 
+from reglab._loaders import SeededWrapper
 from reglab.augment import image, text
 from reglab.augment.image import default_policy
 
 __all__ = ["Augmented", "default_policy", "image", "text"]
 
 
-class Augmented:
+class Augmented(SeededWrapper):
     """Wrap a loader of ``(x, y, ...)`` batches and yield ``(transform(x, generator=g), y, ...)``.
 
     Training-time augmentation for :func:`reglab.fit` (evaluate on the plain loader). The
@@ -59,16 +60,3 @@ class Augmented:
         for batch in self.data:
             yield (self.transform(batch[0], generator=self.generator), *batch[1:])
 
-    def __len__(self) -> int:
-        return len(self.data)  # type: ignore[arg-type]
-
-    def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"generator": self.generator.get_state()}
-        if hasattr(self.data, "state_dict"):
-            state["data"] = self.data.state_dict()
-        return state
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
-        if "data" in state and hasattr(self.data, "load_state_dict"):
-            self.data.load_state_dict(state["data"])

@@ -19,7 +19,6 @@ Three results of the paper, on small problems:
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch

@@ -52,7 +52,6 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: 
     conf, pred = probs.max(1)
     correct = (pred == labels).double()
     index = (conf.double() * bins).ceil().clamp(1, bins).long() - 1
-    total = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, torch.ones_like(correct))
     acc = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, correct)
     cf = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, conf.double())
     return float((acc - cf).abs().sum() / len(labels))

@@ -25,7 +25,7 @@ from torch import nn
 
 from reglab.data import RegressionData, TensorLoader, make_polynomial
 from reglab.loop import fit
-from reglab.recipes._repro import Check, Plot, Repro, ReproResult, Table, Ticker, fmt, mean_std, pm
+from reglab.recipes._repro import Check, Plot, Repro, ReproResult, Table, Ticker, mean_std, pm
 
 __all__ = ["RECIPE", "least_squares", "monomial_count", "run", "train_degree"]
 
@@ -129,7 +129,7 @@ def run(*, fast: bool = False, seeds: int | None = None, progress=None) -> Repro
     ls3 = torch.stack([least_squares(data_of[seed], 3) for seed in range(n_seeds)])
     err_ls3 = (ls3 - torch.tensor(TRUE)).abs()
     worst = [seed for seed in range(n_seeds) if float(err3[seed].max()) >= 0.2]
-    tr1, te1 = final(1, "train_loss"), final(1, "test_loss")
+    tr1 = final(1, "train_loss")
     tr20, te20 = final(20, "train_loss"), final(20, "test_loss")
     checks = [
         Check(

@@ -18,7 +18,7 @@ every epoch); both. The report gives test accuracy with seeds, whatever the effe
 from __future__ import annotations
 
 import random
-from typing import Any, Iterator
+from typing import Iterator
 
 import torch
 from torch import nn
