@@ -68,6 +68,7 @@ def test_seed_makes_runs_reproducible():
         (["--noise", "-0.1"], "noise must be in [0, 1); received noise=-0.1"),
         (["--seeds", "0"], "seeds must be an int >= 1; received seeds=0"),
         (["--epochs", "0"], "epochs must be an int >= 1"),
+        (["--threads", "0"], "threads must be an int >= 1; received threads=0"),
     ],
 )
 def test_cli_bad_arguments_one_line_exit_2(args, fragment, capsys, tmp_path):

@@ -22,6 +22,22 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(code=2)
 
 
+THREADS_HELP = (
+    "torch CPU threads (>= 1). The default 1 is fastest for the small models of the recipes: "
+    "their matrix products are too small to split, and extra threads competing for busy cores "
+    "spin instead of working."
+)
+
+
+def set_threads(threads: int) -> None:
+    """Validate ``--threads`` (one-line error, exit 2) and apply it with ``torch.set_num_threads``."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        fail(f"threads must be an int >= 1; received threads={threads!r}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 @app.callback()
 def _root() -> None:
     """Regularize neural-network training and measure generalization.

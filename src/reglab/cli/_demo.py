@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from reglab.cli._app import app, fail
+from reglab.cli._app import THREADS_HELP, app, fail, set_threads
 
 _SETTINGS_HELP = (
     "Comma-separated settings to compare (default: none, l2, weight_decay, dropout, "
@@ -28,9 +28,7 @@ def demo(
     noise: float = typer.Option(0.2, "--noise", help="Fraction of training/validation labels flipped, in [0, 1)."),
     epochs: int = typer.Option(100, "--epochs", help="Maximum epochs per run."),
     n_train: int = typer.Option(400, "--n-train", help="Training examples (out of 1797 digits)."),
-    threads: int = typer.Option(
-        1, "--threads", help="torch CPU threads (>= 1). Small models train fastest on one thread."
-    ),
+    threads: int = typer.Option(1, "--threads", help=THREADS_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no table."),
 ) -> None:
     """Train one MLP on noisy digits under several regularization settings and write an HTML report.
@@ -53,13 +51,7 @@ def demo(
         ).validate()
     except ValueError as exc:
         fail(str(exc))
-    if threads < 1:
-        fail(f"threads must be an int >= 1; received threads={threads}")
-    import torch
-
-    # 64-256-256-10 on batches of 32: thread start-up costs more than the matmuls, and several
-    # threads competing for two cores waste most of their time spinning.
-    torch.set_num_threads(threads)
+    set_threads(threads)
     console = Console(stderr=True, quiet=quiet)
     total_runs = len(config.settings) * config.seeds
     start = time.perf_counter()

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from reglab.cli._app import app, fail
+from reglab.cli._app import THREADS_HELP, app, fail, set_threads
 
 
 @app.command("repro")
@@ -23,6 +23,7 @@ def repro(
     fast: bool = typer.Option(False, "--fast", help="The shortened versions the test suite runs."),
     seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per setting (default: each recipe's own)."),
     list_: bool = typer.Option(False, "--list", help="List the reproductions and exit."),
+    threads: int = typer.Option(1, "--threads", help=THREADS_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary table."),
 ) -> None:
     """Reproduce a regularization result (or --all) and write OUT/report.html and OUT/results.json.
@@ -46,6 +47,7 @@ def repro(
         fail(f"unknown reproduction name={name!r}; choose from {', '.join(recipes)}")
     if seeds is not None and seeds < 1:
         fail(f"--seeds must be >= 1; received seeds={seeds}")
+    set_threads(threads)
     names = list(recipes) if all_ else [name]
     console = Console(stderr=True, quiet=quiet)
     results = []

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from reglab.cli._app import app, fail
+from reglab.cli._app import THREADS_HELP, app, fail, set_threads
 
 
 @app.command("sweep")
@@ -33,6 +33,7 @@ def sweep_command(
     heartbeat: int = typer.Option(10, "--heartbeat", help="Seconds between heartbeats of a running trial."),
     grace: int = typer.Option(30, "--grace", help="Seconds without heartbeat before a trial is failed and re-queued."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write OUT/report.html at the end."),
+    threads: int = typer.Option(1, "--threads", help=THREADS_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the result line."),
 ) -> None:
     """Run an Optuna study over regularization strength; several processes with one --storage and --study share it.
@@ -48,6 +49,7 @@ def sweep_command(
 
     if recipe not in RECIPES:
         fail(f"unknown recipe {recipe!r}; choose from {', '.join(sorted(RECIPES))}")
+    set_threads(threads)
     if not param:
         fail(f"give at least one --param, e.g. --param {RECIPES[recipe].strength}=log:1e-5..1")
     try:
