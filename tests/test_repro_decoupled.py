@@ -2,6 +2,7 @@
 
 import pytest
 
+from reglab.recipes._repro import fmt
 from reglab.recipes.repro_decoupled import ADAM_L2, LRS, adam_vs_adamw, grid, run, sgd_equivalence
 
 
@@ -27,14 +28,18 @@ def result():
 
 def test_grid_outcome_is_measured_and_reported_honestly(result):
     assert all(c.passed for c in result.checks[:3])  # the exact statements must hold
+    assert result.metrics["seeds"] == 2
     for kind in ("adamw", "adam_l2"):
         g = result.metrics["grids"][kind]
-        assert len(g["val"]) == len(LRS) and all(len(row) == 5 for row in g["val"])
-        # the best index of each row is the row's minimum validation error
-        assert all(row[i] == min(row) for row, i in zip(g["val"], g["best"]))
+        assert len(g["test"]) == len(LRS) and all(len(row) == 5 for row in g["test"])
+        # the best index of each row is the row's minimum mean test error
+        assert all(row[i] == min(row) for row, i in zip(g["test"], g["best"]))
         assert g["spread"] == max(g["best"]) - min(g["best"])
+        assert g["edge_rows"] == [fmt(lr) for lr, i in zip(LRS, g["best"]) if i in (0, 4)]
     grid_check = result.checks[3]
     aw, l2 = result.metrics["grids"]["adamw"], result.metrics["grids"]["adam_l2"]
-    assert grid_check.passed == (aw["spread"] < l2["spread"])
-    assert f"({aw['spread']} steps)" in grid_check.measured
+    assert grid_check.passed == (aw["spread"] < l2["spread"] and not aw["edge_rows"])
+    assert f"({aw['spread']} steps;" in grid_check.measured
+    assert f"({l2['spread']} steps;" in grid_check.measured
+    assert ("not reproduced" in result.diagnosis) != grid_check.passed
     assert len(result.plots) == 2 and all(p.kind == "heatmap" for p in result.plots)

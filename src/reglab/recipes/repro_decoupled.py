@@ -12,9 +12,14 @@ Three results of the paper, on small problems:
    ``torch.optim.Adam(weight_decay=λ)``.
 3. **The best decay separates from the learning rate.** On digits (20 % label noise), a 5 × 5
    grid of learning rate × decay for Adam + L2 and for AdamW: the paper's Figure 2 shows the
-   best decay of AdamW staying put across learning rates while Adam + L2's moves. We measure
-   the best decay per learning rate on the validation set and compare how far it moves
-   (in grid steps of half a decade), with AdamW in PyTorch's convention ``w ← w − lr·λ·w``.
+   best decay of AdamW staying put across learning rates while Adam + L2's moves. As in the
+   paper, each cell is trained with cosine annealing and scored by its test error, averaged over
+   seeds before each row's best decay is taken; we compare how far the best decay moves (in grid
+   steps of half a decade), with AdamW in PyTorch's convention ``w ← w − lr·λ·w``. The learning
+   rates (factor 2 apart, as in the paper's grid) are those at which 40 epochs train the net to
+   its best error: at 1e-4 and 3e-4 the net is still underfitting and every decay only hurts,
+   which pins both optimizers' best decay to the smallest value and says nothing about the claim.
+   An optimum on the edge of a decay grid has no measurable position, so it is reported.
 """
 
 from __future__ import annotations
@@ -30,9 +35,9 @@ from reglab.recipes._repro import Check, Plot, Repro, ReproResult, Table, Ticker
 
 __all__ = ["RECIPE", "adam_vs_adamw", "grid", "run", "sgd_equivalence"]
 
-LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
-ADAMW_WD = (0.1, 0.3, 1.0, 3.0, 10.0)  # decoupled: w ← w − lr·λ·w
-ADAM_L2 = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)  # coupled: + λ/2·‖w‖² (reglab.Penalty)
+LRS = (1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2)
+ADAMW_WD = (0.03, 0.1, 0.3, 1.0, 3.0)  # decoupled: w ← w − lr·λ·w
+ADAM_L2 = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)  # coupled: + λ/2·‖w‖² (reglab.Penalty)
 
 
 def _mlp(seed: int, hidden: int) -> nn.Module:
@@ -93,6 +98,7 @@ def adam_vs_adamw(lam: float = 0.1, lr: float = 1e-3, steps: int = 50) -> dict[s
 def _train_cell(kind: str, lr: float, lam: float, data, seed: int, epochs: int, hidden: int) -> tuple[float, float]:
     from reglab.decay import decoupled
     from reglab.groups import param_groups
+    from reglab.loop import LRScheduler
     from reglab.penalties import Penalty
 
     model = _mlp(seed, hidden)
@@ -102,6 +108,7 @@ def _train_cell(kind: str, lr: float, lam: float, data, seed: int, epochs: int, 
     else:
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
         callbacks.append(Penalty(l2=lam).callback(model))
+    callbacks.append(LRScheduler(torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)))
     fit(
         model,
         TensorLoader(data.train.x, data.train.y, batch_size=32, shuffle=True, seed=seed),
@@ -116,8 +123,11 @@ def _train_cell(kind: str, lr: float, lam: float, data, seed: int, epochs: int, 
     return val, test
 
 
-def grid(kind: str, lams, lrs=LRS, *, seed: int = 0, epochs: int = 30, hidden: int = 128, tick=None) -> dict[str, Any]:
-    """Validation and test error over ``lrs × lams`` (rows: learning rates) for one optimizer.
+def grid(kind: str, lams, lrs=LRS, *, seed: int = 0, epochs: int = 40, hidden: int = 128, tick=None) -> dict[str, Any]:
+    """Validation and test error over ``lrs × lams`` (rows: learning rates) for one optimizer, one seed.
+
+    Each cell trains ``epochs`` epochs with cosine annealing; ``best_index`` is each row's minimum
+    test error (the paper's measure).
 
     ``kind`` is ``"adamw"`` (``decoupled(Adam)`` with ``param_groups``: no decay on biases) or
     ``"adam_l2"`` (Adam + ``Penalty(l2=λ)``, biases not penalised either).
@@ -136,7 +146,7 @@ def grid(kind: str, lams, lrs=LRS, *, seed: int = 0, epochs: int = 30, hidden: i
                 tick(f"{kind} lr={lr:g} λ={lam:g}")
         val.append(row_val)
         test.append(row_test)
-    best = [min(range(len(lams)), key=row.__getitem__) for row in val]
+    best = [min(range(len(lams)), key=row.__getitem__) for row in test]
     return {"val_error": val, "test_error": test, "best_index": best, "best_lambda": [lams[i] for i in best],
             "spread_steps": max(best) - min(best)}
 
@@ -145,12 +155,13 @@ def run(*, fast: bool = False, seeds: int | None = None, progress=None) -> Repro
     """The two exact comparisons and the two lr × decay grids.
 
     Args:
-        fast: 12 epochs with a 64-unit MLP for the grids instead of 30 epochs with 128 units.
-        seeds: seeds averaged in the grids (default 1: 50 runs per seed).
+        fast: 10 epochs with a 64-unit MLP for the grids instead of 40 epochs with 128 units.
+        seeds: seeds whose test errors are averaged per cell before each row's best decay is taken
+            (default 3, 2 when ``fast``; 50 runs per seed).
         progress: optional ``progress(completed, total, description)`` sink.
     """
-    n_seeds = seeds or 1
-    epochs, hidden = (12, 64) if fast else (30, 128)
+    n_seeds = seeds or (2 if fast else 3)
+    epochs, hidden = (10, 64) if fast else (40, 128)
     tick = Ticker(2 + 2 * n_seeds * len(LRS) * 5, progress)
     sgd_diff = sgd_equivalence()
     tick("SGD: L2 vs decoupled")
@@ -167,11 +178,20 @@ def run(*, fast: bool = False, seeds: int | None = None, progress=None) -> Repro
 
     summary = {}
     for kind, lams in (("adamw", ADAMW_WD), ("adam_l2", ADAM_L2)):
+        test = mean_matrix(kind, "test_error")
         val = mean_matrix(kind, "val_error")
-        best = [min(range(5), key=row.__getitem__) for row in val]
-        summary[kind] = {"val": val, "test": mean_matrix(kind, "test_error"), "best": best,
-                         "best_lambda": [lams[i] for i in best], "spread": max(best) - min(best)}
+        best = [min(range(5), key=row.__getitem__) for row in test]
+        best_val = [min(range(5), key=row.__getitem__) for row in val]
+        summary[kind] = {"test": test, "val": val, "best": best, "best_lambda": [lams[i] for i in best],
+                         "spread": max(best) - min(best), "edge_rows": [fmt(LRS[i]) for i, b in enumerate(best)
+                                                                         if b in (0, len(lams) - 1)],
+                         "best_by_val": best_val, "spread_by_val": max(best_val) - min(best_val)}
     aw, l2 = summary["adamw"], summary["adam_l2"]
+    grid_holds = aw["spread"] < l2["spread"] and not aw["edge_rows"]
+
+    def edges(kind: str) -> str:
+        rows = summary[kind]["edge_rows"]
+        return f"on the grid edge at lr {', '.join(rows)}" if rows else "inside the grid at every lr"
     checks = [
         Check("SGD: coupled L2 (reglab.Penalty) and decoupled decay give the same weights (max |Δw| < 1e-6)",
               sgd_diff < 1e-6, f"max |Δw| = {sgd_diff:.1e} after 50 steps"),
@@ -179,16 +199,19 @@ def run(*, fast: bool = False, seeds: int | None = None, progress=None) -> Repro
               adam["decoupled_adam_vs_torch_adamw"] < 1e-6, f"max |Δw| = {adam['decoupled_adam_vs_torch_adamw']:.1e}"),
         Check("Adam + L2 and AdamW differ (max |Δw| > 1e-3 after 50 steps, same λ and lr)",
               adam["adamw_vs_adam_l2"] > 1e-3, f"max |Δw| = {adam['adamw_vs_adam_l2']:.2e}"),
-        Check("AdamW's best decay moves over fewer grid steps across the 5 learning rates than Adam + L2's",
-              aw["spread"] < l2["spread"],
-              f"AdamW best λ per lr {[fmt(v) for v in aw['best_lambda']]} ({aw['spread']} steps); Adam + L2 "
-              f"{[fmt(v) for v in l2['best_lambda']]} ({l2['spread']} steps)"),
+        Check("AdamW's best decay (lowest test error, mean of the seeds) moves over fewer grid steps across the 5 "
+              "learning rates than Adam + L2's, with AdamW's best inside its decay grid at every learning rate",
+              grid_holds,
+              f"AdamW best λ per lr {[fmt(v) for v in aw['best_lambda']]} ({aw['spread']} steps; {edges('adamw')}); "
+              f"Adam + L2 {[fmt(v) for v in l2['best_lambda']]} ({l2['spread']} steps; {edges('adam_l2')}); "
+              f"mean of {n_seeds} seed{'s' if n_seeds > 1 else ''}"),
     ]
     lr_ticks = [fmt(v) for v in LRS]
     plots = [
-        Plot(f"{title}: validation error", kind="heatmap", matrix=summary[kind]["val"],
-             x_ticks=[fmt(v) for v in lams], y_ticks=lr_ticks, x_label=xlabel, y_label="learning rate",
-             caption="White frames: the best decay of each learning rate (row), chosen on validation error.")
+        Plot(f"{title}: test error, mean of {n_seeds} seed{'s' if n_seeds > 1 else ''}", kind="heatmap",
+             matrix=summary[kind]["test"], x_ticks=[fmt(v) for v in lams], y_ticks=lr_ticks, x_label=xlabel,
+             y_label="learning rate",
+             caption="White frames: the best decay of each learning rate (row), the lowest mean test error.")
         for kind, title, lams, xlabel in (
             ("adam_l2", "Adam + L2", ADAM_L2, "L2 coefficient λ"),
             ("adamw", "AdamW", ADAMW_WD, "weight decay λ (w ← w − lr·λ·w)"),
@@ -196,7 +219,7 @@ def run(*, fast: bool = False, seeds: int | None = None, progress=None) -> Repro
     ]
     tables = [
         Table(
-            "Best decay per learning rate (validation error, its test error)",
+            f"Best decay per learning rate (lowest test error, mean of {n_seeds} seed{'s' if n_seeds > 1 else ''})",
             ["learning rate", "Adam + L2: best λ", "val / test error", "AdamW: best λ", "val / test error"],
             [
                 [fmt(lr), fmt(l2["best_lambda"][i]), f"{l2['val'][i][l2['best'][i]]:.3f} / {l2['test'][i][l2['best'][i]]:.3f}",
@@ -204,7 +227,9 @@ def run(*, fast: bool = False, seeds: int | None = None, progress=None) -> Repro
                 for i, lr in enumerate(LRS)
             ],
             note="In PyTorch's convention the decay per step of AdamW is lr·λ; with the paper's lr-independent "
-            "variant (reglab.decoupled(..., lr_independent=True)) the best λ instead grows with the learning rate.",
+            "variant (reglab.decoupled(..., lr_independent=True)) the best λ instead grows with the learning rate. "
+            f"Chosen on the (noisy-label) validation error instead, the best decay moves {aw['spread_by_val']} steps "
+            f"for AdamW and {l2['spread_by_val']} for Adam + L2.",
         ),
         Table("Exact comparisons", ["quantity", "value"], [
             ["SGD + L2 vs decoupled SGD, max |Δw|", f"{sgd_diff:.2e}"],
@@ -219,21 +244,32 @@ def run(*, fast: bool = False, seeds: int | None = None, progress=None) -> Repro
         ["best decay across learning rates", "AdamW: roughly fixed; Adam + L2: moves (Fig. 2)",
          f"AdamW moves {aw['spread']} half-decade steps, Adam + L2 {l2['spread']}"],
     ]
+    if grid_holds:
+        verdict = "so the grid reproduces the paper's separation of learning rate and decay."
+    elif aw["edge_rows"]:
+        verdict = ("AdamW's best decay sits on the edge of its grid, where its position (and so its movement) is not "
+                   "measured: not reproduced.")
+    else:
+        verdict = ("not reproduced: on this small, noisy problem the useful decay of AdamW in PyTorch's convention "
+                   "still depends on the learning rate.")
     diagnosis = (
         f"The two exact statements hold: coupled L2 and decoupled decay agree under SGD to {sgd_diff:.0e}, and "
         f"reglab's decoupled Adam matches torch's AdamW while Adam + L2 ends elsewhere. On the noisy-digits grid "
-        f"({n_seeds} seed{'s' if n_seeds > 1 else ''}, {epochs} epochs) the best AdamW decay per learning rate spans "
-        f"{aw['spread']} half-decade grid steps and Adam + L2's spans {l2['spread']}. A 5 × 5 grid on one small "
-        "problem is coarse: a one-step difference is within what another seed could change."
+        f"(test error averaged over {n_seeds} seed{'s' if n_seeds > 1 else ''}, {epochs} epochs, cosine annealing) "
+        f"the best AdamW decay per learning rate spans {aw['spread']} half-decade grid steps ({edges('adamw')}) and "
+        f"Adam + L2's spans {l2['spread']} ({edges('adam_l2')}); {verdict} A 5 × 5 grid on one small problem is "
+        "coarse: a one-step difference is within what other seeds could change."
     )
     return ReproResult(
         name="decoupled",
         title="Decoupled vs coupled weight decay",
         source="Loshchilov & Hutter — Decoupled Weight Decay Regularization (ICLR 2019)",
         setup="Exact comparisons: an MLP 64-32-32-10 on random batches, 50 steps. Grids: digits, 500 train (20 % label "
-        f"noise) / 300 validation / 997 test, MLP 64-{hidden}-{hidden}-10, batch 32, {epochs} epochs, lr ∈ "
+        f"noise) / 300 validation / 997 test, MLP 64-{hidden}-{hidden}-10, batch 32, {epochs} epochs with cosine "
+        f"annealing, {n_seeds} seed{'s' if n_seeds > 1 else ''} (split, noise and init) per cell, lr ∈ "
         f"{{{', '.join(lr_ticks)}}}; Adam + reglab.Penalty(l2=λ), λ ∈ {{{', '.join(fmt(v) for v in ADAM_L2)}}}; "
-        f"reglab.decoupled(Adam), λ ∈ {{{', '.join(fmt(v) for v in ADAMW_WD)}}}; best λ chosen on validation error.",
+        f"reglab.decoupled(Adam), λ ∈ {{{', '.join(fmt(v) for v in ADAMW_WD)}}}; best λ per lr: lowest mean test error "
+        "(the paper's measure).",
         published=published,
         checks=checks,
         diagnosis=diagnosis,
