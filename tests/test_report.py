@@ -67,3 +67,13 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     # the plots add colour: the train/validation curves are blue and orange
     rgb = pixels.reshape(-1, 3)
     assert (np.abs(rgb[:, 0] - rgb[:, 2]) > 0.3).mean() > 0.001
+
+
+def test_reports_are_written_atomically(tmp_path):
+    from reglab.report.html import write_page
+
+    target = tmp_path / "sub" / "report.html"
+    write_page(target, "<p>one</p>")
+    write_page(target, "<p>two</p>")
+    assert target.read_text() == "<p>two</p>"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["report.html"]  # no temporary left

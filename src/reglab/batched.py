@@ -54,6 +54,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from reglab.loop import History
+from reglab.stochastic import _check_rate
 
 __all__ = ["BatchedPath", "RateDropout", "draw_dropout_noise", "swap_dropout"]
 
@@ -95,11 +96,6 @@ class RateDropout(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={float(self.p):g}"
-
-
-def _check_rate(name: str, value: Any) -> None:
-    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value < 1.0):
-        raise ValueError(f"{name} must be a number in [0, 1); received {name}={value!r}")
 
 
 def swap_dropout(model: nn.Module, p: float | None = None) -> nn.Module:

@@ -11,18 +11,9 @@ from typing import Any
 import numpy as np
 
 from reglab.recipes.digits import SETTINGS, DemoResult, RunResult
-from reglab.report.html import esc, figure, page, paragraph, section, table
+from reglab.report.html import esc, figure, page, paragraph, pyplot, section, table, write_page
 
 __all__ = ["demo_report_html", "write_demo_report"]
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _curves(runs: list[RunResult], key: str) -> np.ndarray:
@@ -36,7 +27,7 @@ def _curves(runs: list[RunResult], key: str) -> np.ndarray:
 
 
 def _loss_curves_figure(result: DemoResult):
-    plt = _plt()
+    plt = pyplot()
     names = list(result.runs)
     cols = min(4, len(names))
     rows = math.ceil(len(names) / cols)
@@ -67,7 +58,7 @@ def _loss_curves_figure(result: DemoResult):
 
 
 def _accuracy_figure(result: DemoResult, rows: list[dict[str, Any]]):
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(rows) + 0.9))
     titles = [r["title"] for r in rows][::-1]
     means = [100 * r["test_acc"] for r in rows][::-1]
@@ -188,9 +179,4 @@ def demo_report_html(result: DemoResult, *, elapsed: float | None = None) -> str
 
 def write_demo_report(result: DemoResult, path: str | Path, *, elapsed: float | None = None) -> Path:
     """Write the report to ``path`` (parent folders are created) and return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(demo_report_html(result, elapsed=elapsed), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_page(path, demo_report_html(result, elapsed=elapsed))

@@ -10,9 +10,11 @@ from __future__ import annotations
 import base64
 import html
 import io
+import os
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-__all__ = ["esc", "figure", "page", "paragraph", "section", "table"]
+__all__ = ["esc", "figure", "page", "paragraph", "pyplot", "section", "table", "write_page"]
 
 _CSS = """
 :root { --fg: #1d2330; --muted: #5b6474; --line: #d9dee7; --accent: #2f6fde; --bg-alt: #f5f7fb; }
@@ -79,6 +81,29 @@ def table(
         klass = ' class="best"' if r in highlight else ""
         body.append(f"<tr{klass}>" + "".join(cell("td", i, v) for i, v in enumerate(row)) + "</tr>")
     return f'<table class="{esc(cls)}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the headless Agg backend (reports never open a window)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_page(path: str | os.PathLike, html_text: str) -> Path:
+    """Write a report atomically (temporary file, then rename; parent folders created).
+
+    A reader never sees a half-written report, and a failure leaves the previous one in place.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(html_text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
 
 
 def figure(fig: Any, alt: str, caption: str | None = None) -> str:

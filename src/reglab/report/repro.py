@@ -15,25 +15,16 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from reglab.recipes._repro import Plot, ReproResult
-from reglab.report.html import esc, figure, page, paragraph, section, table
+from reglab.report.html import esc, figure, page, paragraph, pyplot, section, table, write_page
 
 __all__ = ["plot_figure", "repro_report_html", "repro_section_html", "write_repro_report"]
 
 _COLORS = ("#2f6fde", "#d9480f", "#2b8a3e", "#7048e8", "#c2255c", "#e67700", "#1098ad", "#495057")
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_figure(plot: Plot):
     """Draw a :class:`~reglab.recipes._repro.Plot` with matplotlib and return the figure."""
-    plt = _plt()
+    plt = pyplot()
     if plot.kind == "heatmap":
         import numpy as np
 
@@ -145,8 +136,5 @@ def repro_report_html(results: Sequence[ReproResult], *, title: str | None = Non
 
 
 def write_repro_report(results: Sequence[ReproResult], path: str | Path, *, title: str | None = None) -> Path:
-    """Write :func:`repro_report_html` to ``path`` (parent folders created) and return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(repro_report_html(results, title=title), encoding="utf-8")
-    return path
+    """Write :func:`repro_report_html` to ``path`` atomically (parent folders created); return the path."""
+    return write_page(path, repro_report_html(results, title=title))

@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from reglab.report.html import figure, page, paragraph, section, table
+from reglab.report.html import figure, page, paragraph, pyplot, section, table, write_page
 
 __all__ = ["regimes", "sweep_report_html", "write_sweep_report"]
 
@@ -58,11 +58,7 @@ def sweep_report_html(result: Any, *, x: str | None = None) -> str:
     Raises:
         ValueError: if ``x`` is not a swept parameter.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     names = [p.split("=", 1)[0] for p in result.params]
     x = x or (result.strength if result.strength in names else names[0])
     if x not in names:
@@ -162,8 +158,5 @@ def sweep_report_html(result: Any, *, x: str | None = None) -> str:
 
 
 def write_sweep_report(result: Any, path: str | Path, *, x: str | None = None) -> Path:
-    """Write :func:`sweep_report_html` to ``path`` and return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(sweep_report_html(result, x=x), encoding="utf-8")
-    return path
+    """Write :func:`sweep_report_html` to ``path`` atomically (parent folders created); return the path."""
+    return write_page(path, sweep_report_html(result, x=x))
